@@ -1,0 +1,3 @@
+from aiosfu.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""Configuration: defaults here, then a TOML file, then `AIOSFU_*` env vars, then flags.
+
+`config.sample.toml` next to this module documents every setting with its default;
+`tests/test_config.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SAMPLE_PATH = Path(__file__).with_name("config.sample.toml")
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    ice_ips: list[str] = Field(default_factory=list)
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    signal_id: str = "signal-1"
+    sfu_id: str = "sfu-1"
+    keepalive_timeout: float = Field(30.0, gt=0)
+    max_frame_bytes: int = Field(262_144, ge=1024)
+    keyframe_request_interval: float = Field(0.5, ge=0)
+    keyframe_retry_interval: float = Field(1.0, gt=0)
+    packet_cache_size: int = Field(512, ge=16)
+    log_level: str = "info"
+
+
+def _env_value(raw: str) -> Any:
+    """Env vars carry strings; lists and dicts are given as JSON (`'["127.0.0.1"]'`)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f))
+    environ = os.environ if env is None else env
+    for name in Config.model_fields:
+        raw = environ.get(f"AIOSFU_{name.upper()}")
+        if raw is not None:
+            values[name] = _env_value(raw) if name not in ("host", "signal_id", "sfu_id") else raw
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Config(**values)

@@ -1,0 +1,83 @@
+"""Structured logging: one event per line, `key=value` pairs, bound to a component.
+
+Operators grep and ship these lines (e.g. to ELK), so every log call names an event and
+passes its context as fields rather than formatting prose.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+
+def _format_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' ="'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        parts = [
+            f"ts={self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"event={_format_value(record.getMessage())}",
+        ]
+        parts.extend(f"{k}={_format_value(v)}" for k, v in fields.items())
+        if record.exc_info:
+            parts.append(f"exc={_format_value(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+class Logger:
+    """A logger bound to a component and fixed context fields (room, peer, ...)."""
+
+    def __init__(self, name: str, **context: Any) -> None:
+        self._logger = logging.getLogger(name)
+        self._context = context
+
+    def bind(self, **context: Any) -> Logger:
+        bound = Logger.__new__(Logger)
+        bound._logger = self._logger
+        bound._context = {**self._context, **context}
+        return bound
+
+    def _log(self, level: int, event: str, fields: dict[str, Any], exc: bool = False) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(
+                level, event, extra={"fields": {**self._context, **fields}}, exc_info=exc
+            )
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields, exc=True)
+
+
+def get_logger(name: str, **context: Any) -> Logger:
+    return Logger(name, **context)
+
+
+def configure(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiortc/aioice log per packet at debug level; keep them quiet unless asked.
+    for noisy in ("aiortc", "aioice"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

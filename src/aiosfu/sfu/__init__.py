@@ -1,0 +1,1 @@
+"""The media plane: forwards RTP between peer connections without decoding it."""

@@ -1,0 +1,141 @@
+"""A Consumer forwards one Producer's packets to one subscriber track.
+
+It starts video at a keyframe (asking upstream for one, and again if it is slow to
+come), rewrites headers for the subscriber, answers the subscriber's NACKs from the
+producer's cache, and passes its PLI/FIR upstream through the producer's rate limit.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from aiortc.rtp import RtpPacket
+
+from aiosfu.sfu.producer import Producer
+from aiosfu.sfu.rewrite import OutputParams, RtpRewriter
+
+
+class RtpOutput(Protocol):
+    """The subscriber-side sender: writes RTP and keeps its Sender Reports true."""
+
+    async def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None: ...
+
+    async def resend(self, data: bytes) -> None: ...
+
+    def set_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
+
+
+class Consumer:
+    def __init__(
+        self,
+        producer: Producer,
+        output: RtpOutput,
+        *,
+        keyframe_retry_interval: float = 1.0,
+    ) -> None:
+        self.producer = producer
+        self.kind = producer.kind
+        self.output = output
+        self.keyframe_retry_interval = keyframe_retry_interval
+        self.rewriter: RtpRewriter | None = None
+        self.waiting_for_keyframe = self.kind == "video"
+        self.closed = False
+        self._next_keyframe_request = 0.0
+        self.packets_out = 0
+        self.bytes_out = 0
+        self.packets_skipped = 0
+        self.nacks_received = 0
+        self.retransmitted = 0
+        self.keyframe_requests_received = 0
+        self.activated_at: float | None = None
+        self.first_packet_at: float | None = None
+
+    async def activate(self, params: OutputParams) -> None:
+        """The subscriber's transport is up and negotiated: start forwarding."""
+        if self.closed or self.rewriter is not None:
+            return
+        self.rewriter = RtpRewriter(params)
+        self.activated_at = time.monotonic()
+        self.producer.add_consumer(self)
+        if self.waiting_for_keyframe:
+            self._next_keyframe_request = self.activated_at + self.keyframe_retry_interval
+            await self.producer.request_keyframe()
+
+    async def send(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
+        rewriter = self.rewriter
+        if rewriter is None:
+            return
+        if self.waiting_for_keyframe:
+            if not keyframe:
+                self.packets_skipped += 1
+                now = time.monotonic()
+                if now >= self._next_keyframe_request:
+                    self._next_keyframe_request = now + self.keyframe_retry_interval
+                    await self.producer.request_keyframe()
+                return
+            self.waiting_for_keyframe = False
+        if not rewriter.started:
+            rewriter.start(packet)
+            self.first_packet_at = time.monotonic()
+            if self.producer.sender_clock is not None:
+                self.on_sender_clock(*self.producer.sender_clock)
+        data = rewriter.rewrite(packet, abs_send_time)
+        self.packets_out += 1
+        self.bytes_out += len(packet.payload)
+        try:
+            await self.output.write_rtp(
+                data, len(packet.payload), rewriter.timestamp(packet.timestamp)
+            )
+        except ConnectionError:
+            pass  # transport going away; the peer connection's state change cleans up
+
+    def on_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        """Map the publisher's SR clock into this subscriber's timestamp space."""
+        if self.rewriter is not None and self.rewriter.started:
+            self.output.set_sender_clock(ntp_timestamp, self.rewriter.timestamp(rtp_timestamp))
+
+    async def on_nack(self, sequence_numbers: list[int]) -> None:
+        rewriter = self.rewriter
+        if rewriter is None or not rewriter.started:
+            return
+        self.nacks_received += 1
+        missing: list[int] = []
+        for sequence_number in sequence_numbers:
+            original = rewriter.original_sequence(sequence_number)
+            packet = self.producer.cache.get(original)
+            if packet is None:
+                missing.append(original)
+                continue
+            self.retransmitted += 1
+            try:
+                await self.output.resend(rewriter.retransmission(packet))
+            except ConnectionError:
+                return
+        await self.producer.request_retransmission(missing)
+
+    async def on_keyframe_request(self) -> None:
+        self.keyframe_requests_received += 1
+        await self.producer.request_keyframe()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.producer.remove_consumer(self)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "packetsOut": self.packets_out,
+            "bytesOut": self.bytes_out,
+            "packetsSkippedBeforeKeyframe": self.packets_skipped,
+            "nacksReceived": self.nacks_received,
+            "retransmitted": self.retransmitted,
+            "keyframeRequestsReceived": self.keyframe_requests_received,
+            "waitingForKeyframe": self.waiting_for_keyframe,
+            "startDelayMs": (
+                None
+                if self.first_packet_at is None or self.activated_at is None
+                else round((self.first_packet_at - self.activated_at) * 1000, 1)
+            ),
+        }

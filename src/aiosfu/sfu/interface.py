@@ -1,0 +1,62 @@
+"""The one contract between signaling and the media plane.
+
+Signaling holds an `Sfu` and never looks behind it: the embedded server passes a
+`LocalSfu`, a cluster passes a remote client with the same methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class SfuError(Exception):
+    """A media-plane failure a client can act on; `code` goes out as errorCode."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Published:
+    answer_sdp: str
+    mid: str
+    sfuid: str
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    answer_sdp: str
+    sid: str
+
+
+class SfuListener(Protocol):
+    """Told when media ends on its own (the peer's transport failed or closed)."""
+
+    async def publication_ended(self, rid: str, mid: str) -> None: ...
+
+    async def subscription_ended(self, rid: str, sid: str) -> None: ...
+
+
+class Sfu(Protocol):
+    sfuid: str
+
+    def set_listener(self, listener: SfuListener) -> None: ...
+
+    async def publish(
+        self, rid: str, uid: str, offer_sdp: str, minfo: dict[str, Any]
+    ) -> Published: ...
+
+    async def unpublish(self, rid: str, mid: str) -> None: ...
+
+    async def subscribe(self, rid: str, uid: str, mid: str, offer_sdp: str) -> Subscribed: ...
+
+    async def unsubscribe(self, rid: str, sid: str) -> None: ...
+
+    async def close_peer(self, rid: str, uid: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...

@@ -1,0 +1,295 @@
+"""The embedded media plane: one aiortc peer connection per publish and per subscribe,
+with RTP forwarded between them by Producers and Consumers, never decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription
+
+from aiosfu.log import get_logger
+from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
+from aiosfu.sfu.consumer import Consumer
+from aiosfu.sfu.interface import Published, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.producer import Producer
+
+log = get_logger("aiosfu.sfu")
+
+MEDIA_KINDS = ("audio", "video")
+
+
+@dataclass(frozen=True)
+class SfuSettings:
+    sfuid: str = "sfu-1"
+    cache_size: int = 512
+    keyframe_request_interval: float = 0.5
+    keyframe_retry_interval: float = 1.0
+
+
+@dataclass
+class PublisherTransport:
+    mid: str
+    rid: str
+    uid: str
+    pc: RTCPeerConnection
+    producers: list[Producer] = field(default_factory=list)
+    closing: bool = False
+
+
+@dataclass
+class SubscriberTransport:
+    sid: str
+    rid: str
+    uid: str
+    mid: str
+    pc: RTCPeerConnection
+    consumers: list[Consumer] = field(default_factory=list)
+    closing: bool = False
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}#{secrets.token_hex(4)}"
+
+
+def _parse_offer(sdp: str) -> SessionDescription:
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises whatever the text trips it on
+        raise SfuError("bad-sdp", f"the offer SDP cannot be parsed: {exc}") from exc
+    if not any(m.kind in MEDIA_KINDS for m in description.media):
+        raise SfuError("bad-sdp", "the offer has no audio or video m-line")
+    if not description.media or not description.media[0].ice.usernameFragment:
+        raise SfuError("bad-sdp", "the offer has no ICE credentials")
+    return description
+
+
+def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters | None:
+    return next((c for c in codecs if not is_rtx(c)), None)
+
+
+def _codec_preferences(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    """The subscriber must receive exactly the publisher's codec, plus RTX where offered."""
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    primary = [
+        c
+        for c in capabilities
+        if c.mimeType.lower() == codec.mimeType.lower()
+        and c.clockRate == codec.clockRate
+        and c.parameters == codec.parameters
+    ]
+    rtx = [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
+    return primary[:1] + rtx[:1] if primary else []
+
+
+class LocalSfu:
+    def __init__(self, settings: SfuSettings | None = None) -> None:
+        self.settings = settings or SfuSettings()
+        self.sfuid = self.settings.sfuid
+        self.publishers: dict[str, PublisherTransport] = {}
+        self.subscribers: dict[str, SubscriberTransport] = {}
+        self._listener: SfuListener | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def set_listener(self, listener: SfuListener) -> None:
+        self._listener = listener
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        # Never let aiortc fall back to a public STUN server: media stays on our addresses.
+        return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    async def publish(self, rid: str, uid: str, offer_sdp: str, minfo: dict[str, Any]) -> Published:
+        _parse_offer(offer_sdp)
+        mid = _new_id(uid)
+        pc = self._new_peer_connection()
+        transport = PublisherTransport(mid=mid, rid=rid, uid=uid, pc=pc)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await pc.close()
+            raise SfuError("bad-sdp", f"the offer was refused: {exc}") from exc
+        answer = SessionDescription.parse(pc.localDescription.sdp)
+        answered = {m.rtp.muxId: m for m in answer.media if m.kind in MEDIA_KINDS}
+        for transceiver in pc.getTransceivers():
+            media = answered.get(transceiver.mid or "")
+            if media is None:
+                continue
+            codec = _primary_codec(media.rtp.codecs)
+            if codec is None or media.direction not in ("recvonly", "sendrecv"):
+                continue
+            producer = Producer(
+                transceiver.kind,
+                codec,
+                upstream=transceiver.receiver,  # type: ignore[arg-type]
+                cache_size=self.settings.cache_size,
+                keyframe_request_interval=self.settings.keyframe_request_interval,
+            )
+            ForwardingReceiver.adopt(
+                transceiver.receiver,
+                on_rtp=producer.on_rtp,
+                on_sender_report=producer.on_sender_report,
+            )
+            transport.producers.append(producer)
+        if not transport.producers:
+            await pc.close()
+            raise SfuError("codec-unsupported", "no offered audio/video codec can be received")
+        self.publishers[mid] = transport
+        pc.on("connectionstatechange", lambda: self._on_publisher_state(transport))
+        log.info(
+            "publish",
+            rid=rid,
+            uid=uid,
+            mid=mid,
+            tracks=",".join(f"{p.kind}:{p.mime_type}" for p in transport.producers),
+        )
+        return Published(answer_sdp=pc.localDescription.sdp, mid=mid, sfuid=self.sfuid)
+
+    async def subscribe(self, rid: str, uid: str, mid: str, offer_sdp: str) -> Subscribed:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+        offer = _parse_offer(offer_sdp)
+        sid = _new_id(uid)
+        pc = self._new_peer_connection()
+        transport = SubscriberTransport(sid=sid, rid=rid, uid=uid, mid=mid, pc=pc)
+        available = {k: deque(p for p in publisher.producers if p.kind == k) for k in MEDIA_KINDS}
+        for media in offer.media:
+            if media.kind not in MEDIA_KINDS or not available[media.kind]:
+                continue
+            producer = available[media.kind].popleft()
+            transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
+            transceiver.setCodecPreferences(
+                _codec_preferences(media.kind, producer.codec)
+            )
+            sender = ForwardingSender.adopt(transceiver.sender)
+            consumer = Consumer(
+                producer, sender, keyframe_retry_interval=self.settings.keyframe_retry_interval
+            )
+            sender.on_negotiated = consumer.activate
+            sender.on_nack = consumer.on_nack
+            sender.on_keyframe_request = consumer.on_keyframe_request
+            transport.consumers.append(consumer)
+        if not transport.consumers:
+            await pc.close()
+            raise SfuError("bad-sdp", f"the offer asks for no kind of media stream {mid!r} has")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await self._close_subscriber(transport)
+            code = "codec-unsupported" if "parameters" in str(exc) else "bad-sdp"
+            raise SfuError(code, f"the offer was refused: {exc}") from exc
+        self.subscribers[sid] = transport
+        pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
+        log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
+        return Subscribed(answer_sdp=pc.localDescription.sdp, sid=sid)
+
+    async def unpublish(self, rid: str, mid: str) -> None:
+        transport = self.publishers.pop(mid, None)
+        if transport is None:
+            return
+        for sid in [s.sid for s in self.subscribers.values() if s.mid == mid]:
+            await self._close_subscriber(self.subscribers.pop(sid))
+        transport.closing = True
+        for producer in transport.producers:
+            producer.close()
+        await transport.pc.close()
+        log.info("unpublish", rid=rid, mid=mid)
+
+    async def unsubscribe(self, rid: str, sid: str) -> None:
+        transport = self.subscribers.pop(sid, None)
+        if transport is not None:
+            await self._close_subscriber(transport)
+            log.info("unsubscribe", rid=rid, sid=sid)
+
+    async def close_peer(self, rid: str, uid: str) -> None:
+        for sid in [s.sid for s in self.subscribers.values() if s.rid == rid and s.uid == uid]:
+            await self.unsubscribe(rid, sid)
+        for mid in [p.mid for p in self.publishers.values() if p.rid == rid and p.uid == uid]:
+            await self.unpublish(rid, mid)
+
+    async def close(self) -> None:
+        for sid in list(self.subscribers):
+            await self.unsubscribe(self.subscribers[sid].rid, sid)
+        for mid in list(self.publishers):
+            await self.unpublish(self.publishers[mid].rid, mid)
+
+    async def _close_subscriber(self, transport: SubscriberTransport) -> None:
+        transport.closing = True
+        for consumer in transport.consumers:
+            consumer.close()
+        await transport.pc.close()
+
+    def _on_publisher_state(self, transport: PublisherTransport) -> None:
+        state = transport.pc.connectionState
+        log.info("publisher-state", rid=transport.rid, mid=transport.mid, state=state)
+        if state in ("failed", "closed") and not transport.closing:
+            transport.closing = True
+            self._spawn(self._publication_ended(transport))
+
+    def _on_subscriber_state(self, transport: SubscriberTransport) -> None:
+        state = transport.pc.connectionState
+        log.info("subscriber-state", rid=transport.rid, sid=transport.sid, state=state)
+        if state in ("failed", "closed") and not transport.closing:
+            transport.closing = True
+            self._spawn(self._subscription_ended(transport))
+
+    async def _publication_ended(self, transport: PublisherTransport) -> None:
+        if self._listener is not None:
+            await self._listener.publication_ended(transport.rid, transport.mid)
+        await self.unpublish(transport.rid, transport.mid)
+
+    async def _subscription_ended(self, transport: SubscriberTransport) -> None:
+        if self._listener is not None:
+            await self._listener.subscription_ended(transport.rid, transport.sid)
+        await self.unsubscribe(transport.rid, transport.sid)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sfuid": self.sfuid,
+            "publications": {
+                mid: {
+                    "rid": t.rid,
+                    "uid": t.uid,
+                    "state": t.pc.connectionState,
+                    "producers": [p.stats() for p in t.producers],
+                }
+                for mid, t in self.publishers.items()
+            },
+            "subscriptions": {
+                sid: {
+                    "rid": t.rid,
+                    "uid": t.uid,
+                    "mid": t.mid,
+                    "state": t.pc.connectionState,
+                    "consumers": [c.stats() for c in t.consumers],
+                }
+                for sid, t in self.subscribers.items()
+            },
+            "decoding": any(
+                isinstance(t.receiver, ForwardingReceiver) and t.receiver.decoding
+                for p in self.publishers.values()
+                for t in p.pc.getTransceivers()
+            ),
+            "threads": sorted(t.name for t in threading.enumerate()),
+        }

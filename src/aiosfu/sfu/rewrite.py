@@ -1,0 +1,126 @@
+"""Per-subscriber RTP header rewrite: the SSRC, payload type, sequence numbers and
+timestamps a subscriber sees are its own, whatever the publisher used.
+
+The subscriber's peer connection negotiated its own SSRC, payload type and header
+extension IDs, so every forwarded packet gets a fresh 12-byte header and extension
+block in front of the publisher's untouched payload. Offsets are fixed at the first
+forwarded packet (a keyframe for video), which keeps sequence numbers gap-free as seen
+by the subscriber and lets a NACKed sequence number be mapped back to the publisher's.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass, field
+
+from aiortc.rtp import RtpPacket
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+_HEADER = struct.Struct("!BBHII")
+_SEQ = struct.Struct("!H")
+
+
+@dataclass(frozen=True)
+class OutputParams:
+    """What the subscriber's side negotiated for one track."""
+
+    ssrc: int
+    payload_type: int
+    clock_rate: int
+    rtx_ssrc: int | None = None
+    rtx_payload_type: int | None = None
+    mid: str | None = None
+    extension_ids: dict[str, int] = field(default_factory=dict)
+
+
+def random_start_sequence() -> int:
+    # Below 32768 so the first wrap is far away (SRTP's rollover guess; aiortc does the same).
+    return random.randrange(0, 32768)
+
+
+class RtpRewriter:
+    def __init__(
+        self,
+        params: OutputParams,
+        start_sequence: int | None = None,
+        start_timestamp: int | None = None,
+    ) -> None:
+        self.params = params
+        self._start_sequence = (
+            random_start_sequence() if start_sequence is None else start_sequence
+        )
+        self._start_timestamp = (
+            random.getrandbits(32) if start_timestamp is None else start_timestamp
+        )
+        self.sequence_offset = 0
+        self.timestamp_offset = 0
+        self.started = False
+        self._rtx_sequence = random_start_sequence()
+        ids = params.extension_ids
+        self._mid_id = ids.get(URI_MID) if params.mid else None
+        self._ast_id = ids.get(URI_ABS_SEND_TIME)
+        self._level_id = ids.get(URI_AUDIO_LEVEL)
+        self._mid_element = b""
+        if self._mid_id is not None and params.mid:
+            mid = params.mid.encode()[:16]
+            self._mid_element = bytes([(self._mid_id << 4) | (len(mid) - 1)]) + mid
+
+    def start(self, packet: RtpPacket) -> None:
+        """Pin the offsets so `packet` goes out with the chosen start sequence/timestamp."""
+        self.sequence_offset = (self._start_sequence - packet.sequence_number) & 0xFFFF
+        self.timestamp_offset = (self._start_timestamp - packet.timestamp) & 0xFFFFFFFF
+        self.started = True
+
+    def sequence(self, sequence_number: int) -> int:
+        return (sequence_number + self.sequence_offset) & 0xFFFF
+
+    def original_sequence(self, sequence_number: int) -> int:
+        return (sequence_number - self.sequence_offset) & 0xFFFF
+
+    def timestamp(self, timestamp: int) -> int:
+        return (timestamp + self.timestamp_offset) & 0xFFFFFFFF
+
+    def _extensions(self, packet: RtpPacket, abs_send_time: int | None) -> bytes:
+        block = self._mid_element
+        if self._ast_id is not None and abs_send_time is not None:
+            block += bytes([(self._ast_id << 4) | 2]) + abs_send_time.to_bytes(3, "big")
+        if self._level_id is not None:
+            level = packet.extensions.audio_level
+            if level is not None:
+                block += bytes([(self._level_id << 4), (level[0] << 7) | (level[1] & 0x7F)])
+        if not block:
+            return b""
+        block += b"\x00" * (-len(block) % 4)
+        return b"\xbe\xde" + _SEQ.pack(len(block) // 4) + block
+
+    def rewrite(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
+        ext = self._extensions(packet, abs_send_time)
+        header = _HEADER.pack(
+            0x90 if ext else 0x80,
+            (packet.marker << 7) | self.params.payload_type,
+            (packet.sequence_number + self.sequence_offset) & 0xFFFF,
+            (packet.timestamp + self.timestamp_offset) & 0xFFFFFFFF,
+            self.params.ssrc,
+        )
+        return header + ext + packet.payload
+
+    def retransmission(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
+        """The packet again, as RFC 4588 RTX when negotiated, else as it was first sent."""
+        params = self.params
+        if params.rtx_payload_type is None or params.rtx_ssrc is None:
+            return self.rewrite(packet, abs_send_time)
+        ext = self._extensions(packet, abs_send_time)
+        header = _HEADER.pack(
+            0x90 if ext else 0x80,
+            (packet.marker << 7) | params.rtx_payload_type,
+            self._rtx_sequence,
+            (packet.timestamp + self.timestamp_offset) & 0xFFFFFFFF,
+            params.rtx_ssrc,
+        )
+        self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
+        original = _SEQ.pack((packet.sequence_number + self.sequence_offset) & 0xFFFF)
+        return header + ext + original + packet.payload

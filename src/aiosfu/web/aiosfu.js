@@ -1,0 +1,476 @@
+/**
+ * aiosfu browser SDK: signaling over one WebSocket, one RTCPeerConnection per
+ * publish and per subscribe. Dependency-free ES module.
+ *
+ * @module aiosfu
+ */
+
+const DEFAULTS = {
+  keepaliveInterval: 10_000,
+  iceGatheringTimeout: 2_000,
+  requestTimeout: 15_000,
+  connectTimeout: 10_000,
+};
+
+/**
+ * A failed request. `code`/`reason` carry the server's errorCode/errorReason
+ * verbatim so callers can branch on the code without parsing messages.
+ */
+export class SignalError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} reason
+   */
+  constructor(code, reason) {
+    super(`${code}: ${reason}`);
+    this.name = "SignalError";
+    this.code = code;
+    this.reason = reason;
+  }
+}
+
+/**
+ * The default signaling URL for a page served by aiosfu itself, so a page
+ * works unchanged behind TLS or a reverse proxy.
+ * @returns {string}
+ */
+export function defaultUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+/**
+ * Resolve once ICE gathering has finished. The server does not accept trickled
+ * candidates, so the offer must already contain every candidate. The timeout
+ * bounds the wait when an unreachable STUN/TURN server keeps gathering open;
+ * the candidates found so far are usually enough.
+ * @param {RTCPeerConnection} pc
+ * @param {number} timeoutMs
+ * @returns {Promise<void>}
+ */
+function iceGatheringDone(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", onState);
+      pc.removeEventListener("icecandidate", onCandidate);
+      resolve();
+    };
+    const onState = () => {
+      if (pc.iceGatheringState === "complete") finish();
+    };
+    // A null candidate is the end-of-candidates signal; some browsers emit it
+    // before the state change, so either one ends the wait.
+    const onCandidate = (event) => {
+      if (!event.candidate) finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", onState);
+    pc.addEventListener("icecandidate", onCandidate);
+  });
+}
+
+/** Minimal emitter; notifications are dispatched by their method name. */
+class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+  }
+
+  /**
+   * @param {string} event
+   * @param {(data: any) => void} listener
+   * @returns {() => void} call to remove the listener
+   */
+  on(event, listener) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(listener);
+    return () => this.off(event, listener);
+  }
+
+  /**
+   * @param {string} event
+   * @param {(data: any) => void} listener
+   */
+  off(event, listener) {
+    this._listeners.get(event)?.delete(listener);
+  }
+
+  /**
+   * A throwing listener must not stop the others or break the socket's
+   * message handler, so errors are reported asynchronously instead.
+   * @param {string} event
+   * @param {any} data
+   */
+  emit(event, data) {
+    for (const listener of [...(this._listeners.get(event) ?? [])]) {
+      try {
+        listener(data);
+      } catch (err) {
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * @typedef {object} MediaInfo
+ * @property {boolean} audio
+ * @property {boolean} video
+ * @property {number} audiotype
+ * @property {number} videotype
+ */
+
+/**
+ * @typedef {object} Publication
+ * @property {string} rid
+ * @property {string} mid
+ * @property {string} sfuid
+ * @property {RTCPeerConnection} pc
+ */
+
+/**
+ * @typedef {object} Subscription
+ * @property {string} rid
+ * @property {string} mid
+ * @property {string} sid
+ * @property {string} sfuid
+ * @property {RTCPeerConnection} pc
+ * @property {MediaStream} stream
+ * @property {number} answerAt performance.now() when the answer arrived; the
+ *   origin for time-to-first-frame measurements.
+ */
+
+/**
+ * One signaling connection. Events: every server notification by method name
+ * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`),
+ * plus `close` ({code, reason}) when the socket ends and `keepalive-error`.
+ */
+export class Client extends Emitter {
+  /**
+   * @param {object} [options]
+   * @param {number} [options.keepaliveInterval] ms between keepalives per room
+   * @param {number} [options.iceGatheringTimeout] ms to wait for full gathering
+   * @param {number} [options.requestTimeout] ms before a request is abandoned
+   * @param {number} [options.connectTimeout] ms before connect() gives up
+   * @param {RTCIceServer[]} [options.iceServers] skip fetching /api/ice-servers
+   */
+  constructor(options = {}) {
+    super();
+    this.options = { ...DEFAULTS, ...options };
+    /** @type {WebSocket | null} */
+    this.ws = null;
+    this.uid = null;
+    /** @type {RTCIceServer[]} */
+    this.iceServers = options.iceServers ?? [];
+    this._nextId = 1;
+    /** @type {Map<number, {resolve: Function, reject: Function, timer: number}>} */
+    this._pending = new Map();
+    /** @type {Map<string, number>} rid -> keepalive interval handle */
+    this._keepalives = new Map();
+    /** @type {Map<string, Publication>} by mid */
+    this.publications = new Map();
+    /** @type {Map<string, Subscription>} by mid */
+    this.subscriptions = new Map();
+    /** Subscribes in flight, so a stream-remove racing the answer is not lost. */
+    this._subscribing = new Map();
+  }
+
+  /**
+   * Open the signaling socket. ICE servers are fetched here, once, because
+   * every later publish/subscribe needs them and must not wait on HTTP.
+   * @param {string} url WebSocket endpoint, e.g. `ws://host:8080/ws`
+   * @param {string} uid this peer's user id
+   * @returns {Promise<void>}
+   */
+  async connect(url, uid) {
+    if (this.ws) throw new Error("already connected");
+    this.uid = uid;
+    const wsUrl = new URL(url, location.href);
+    wsUrl.searchParams.set("peer", uid);
+    if (!this.options.iceServers) {
+      this.iceServers = await fetchIceServers(wsUrl);
+    }
+    const ws = new WebSocket(wsUrl);
+    this.ws = ws;
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ws.close();
+        reject(new SignalError("timeout", "WebSocket did not open"));
+      }, this.options.connectTimeout);
+      ws.addEventListener("open", () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+      ws.addEventListener("close", (event) => {
+        clearTimeout(timer);
+        reject(new SignalError("closed", event.reason || `WebSocket closed (${event.code})`));
+      }, { once: true });
+    });
+    ws.addEventListener("message", (event) => this._onMessage(event.data));
+    ws.addEventListener("close", (event) => this._onClose(event));
+  }
+
+  /**
+   * Send one request and wait for its response.
+   * @param {string} method
+   * @param {object} [data]
+   * @returns {Promise<any>} the response's `data`
+   */
+  request(method, data = {}) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new SignalError("closed", "not connected"));
+    }
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new SignalError("timeout", `no response to ${method}`));
+      }, this.options.requestTimeout);
+      this._pending.set(id, { resolve, reject, timer });
+      this.ws.send(JSON.stringify({ request: true, id, method, data }));
+    });
+  }
+
+  /**
+   * @param {string} rid
+   * @returns {Promise<{pubs: Array<{mid: string, minfo: MediaInfo, rid: string, sfuid: string, uid: string}>, users: Array<{signalid: string, rid: string, uid: string}>}>}
+   *   who and what was already in the room before us
+   */
+  async join(rid) {
+    const data = await this.request("join", { rid });
+    this._startKeepalive(rid);
+    return data;
+  }
+
+  /**
+   * Leave a room. Our own publications and subscriptions in it are closed
+   * locally too, since the server drops them with the membership.
+   * @param {string} rid
+   */
+  async leave(rid) {
+    this._stopKeepalive(rid);
+    try {
+      await this.request("leave", { rid });
+    } finally {
+      for (const pub of [...this.publications.values()]) {
+        if (pub.rid === rid) this._dropPublication(pub.mid);
+      }
+      for (const sub of [...this.subscriptions.values()]) {
+        if (sub.rid === rid) this._dropSubscription(sub.mid);
+      }
+    }
+  }
+
+  /**
+   * Publish every track of `stream` on a new sendonly peer connection.
+   * @param {string} rid
+   * @param {MediaStream} stream
+   * @returns {Promise<Publication>}
+   */
+  async publish(rid, stream) {
+    const pc = this._newPeerConnection();
+    try {
+      for (const track of stream.getTracks()) {
+        pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      }
+      const minfo = {
+        audio: stream.getAudioTracks().length > 0,
+        video: stream.getVideoTracks().length > 0,
+        audiotype: 0,
+        videotype: 0,
+      };
+      const offer = await this._completeOffer(pc);
+      const data = await this.request("publish", { rid, jsep: offer, minfo });
+      await pc.setRemoteDescription(data.jsep);
+      const pub = { rid, mid: data.mid, sfuid: data.sfuid, pc };
+      this.publications.set(pub.mid, pub);
+      return pub;
+    } catch (err) {
+      pc.close();
+      throw err;
+    }
+  }
+
+  /**
+   * @param {string} rid
+   * @param {string} mid
+   */
+  async unpublish(rid, mid) {
+    const pub = this.publications.get(mid);
+    if (!pub) throw new Error(`not publishing ${mid}`);
+    try {
+      await this.request("unpublish", { rid, mid, sfuid: pub.sfuid });
+    } finally {
+      this._dropPublication(mid);
+    }
+  }
+
+  /**
+   * Receive a published stream on a new recvonly peer connection.
+   * Transceivers are created only for the kinds `minfo` announces, so the
+   * server never has to reject an m-line it cannot feed.
+   * @param {string} rid
+   * @param {string} mid
+   * @param {string} sfuid
+   * @param {MediaInfo} [minfo] defaults to audio+video
+   * @returns {Promise<Subscription>}
+   */
+  async subscribe(rid, mid, sfuid, minfo = { audio: true, video: true }) {
+    if (this.subscriptions.has(mid) || this._subscribing.has(mid)) {
+      throw new Error(`already subscribed to ${mid}`);
+    }
+    const pc = this._newPeerConnection();
+    const attempt = { cancelled: false };
+    this._subscribing.set(mid, attempt);
+    try {
+      if (minfo.audio) pc.addTransceiver("audio", { direction: "recvonly" });
+      if (minfo.video) pc.addTransceiver("video", { direction: "recvonly" });
+      // Receiver tracks exist as soon as the transceivers do, so the stream
+      // is complete before any media flows and can be attached right away.
+      const stream = new MediaStream(pc.getReceivers().map((r) => r.track));
+      const offer = await this._completeOffer(pc);
+      const data = await this.request("subscribe", { rid, mid, jsep: offer, sfuid });
+      const answerAt = performance.now();
+      await pc.setRemoteDescription(data.jsep);
+      if (attempt.cancelled) {
+        throw new SignalError("removed", `stream ${mid} was removed while subscribing`);
+      }
+      const sub = { rid, mid, sid: data.sid, sfuid, pc, stream, answerAt };
+      this.subscriptions.set(mid, sub);
+      return sub;
+    } catch (err) {
+      pc.close();
+      throw err;
+    } finally {
+      this._subscribing.delete(mid);
+    }
+  }
+
+  /**
+   * @param {string} rid
+   * @param {string} mid
+   */
+  async unsubscribe(rid, mid) {
+    const sub = this.subscriptions.get(mid);
+    if (!sub) throw new Error(`not subscribed to ${mid}`);
+    try {
+      await this.request("unsubscribe", { rid, mid, sid: sub.sid, sfuid: sub.sfuid });
+    } finally {
+      this._dropSubscription(mid);
+    }
+  }
+
+  /**
+   * Send arbitrary JSON to everyone else in the room.
+   * @param {string} rid
+   * @param {any} data
+   */
+  async broadcast(rid, data) {
+    await this.request("broadcast", { rid, data });
+  }
+
+  /** Close the socket and every peer connection; the client is then done. */
+  close() {
+    for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
+    for (const mid of [...this.publications.keys()]) this._dropPublication(mid);
+    for (const mid of [...this.subscriptions.keys()]) this._dropSubscription(mid);
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "client closed");
+  }
+
+  _newPeerConnection() {
+    return new RTCPeerConnection({ iceServers: this.iceServers });
+  }
+
+  /** @returns {Promise<RTCSessionDescriptionInit>} an offer with all candidates */
+  async _completeOffer(pc) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringDone(pc, this.options.iceGatheringTimeout);
+    return { type: "offer", sdp: pc.localDescription.sdp };
+  }
+
+  _dropPublication(mid) {
+    this.publications.get(mid)?.pc.close();
+    this.publications.delete(mid);
+  }
+
+  _dropSubscription(mid) {
+    this.subscriptions.get(mid)?.pc.close();
+    this.subscriptions.delete(mid);
+  }
+
+  /**
+   * Keepalives keep the room membership from expiring; failures are surfaced
+   * as events rather than thrown, since nobody awaits a timer.
+   */
+  _startKeepalive(rid) {
+    this._stopKeepalive(rid);
+    const handle = setInterval(() => {
+      this.request("keepalive", { rid }).catch((error) => {
+        this.emit("keepalive-error", { rid, error });
+      });
+    }, this.options.keepaliveInterval);
+    this._keepalives.set(rid, handle);
+  }
+
+  _stopKeepalive(rid) {
+    clearInterval(this._keepalives.get(rid));
+    this._keepalives.delete(rid);
+  }
+
+  _onMessage(raw) {
+    let msg;
+    try {
+      msg = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (msg.response) {
+      const pending = this._pending.get(msg.id);
+      if (!pending) return;
+      this._pending.delete(msg.id);
+      clearTimeout(pending.timer);
+      if (msg.ok) pending.resolve(msg.data ?? {});
+      else pending.reject(new SignalError(msg.errorCode ?? "error", msg.errorReason ?? ""));
+    } else if (msg.notification) {
+      const data = msg.data ?? {};
+      if (msg.method === "stream-remove") {
+        // The server has already torn the subscription down on its side,
+        // so only local cleanup is needed; no unsubscribe request.
+        this._dropSubscription(data.mid);
+        const attempt = this._subscribing.get(data.mid);
+        if (attempt) attempt.cancelled = true;
+      }
+      this.emit(msg.method, data);
+    }
+  }
+
+  _onClose(event) {
+    for (const [id, pending] of this._pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new SignalError("closed", "connection closed"));
+      this._pending.delete(id);
+    }
+    for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
+    this.emit("close", { code: event.code, reason: event.reason });
+  }
+}
+
+/**
+ * @param {URL} wsUrl the signaling URL; the API lives on the same origin
+ * @returns {Promise<RTCIceServer[]>}
+ */
+async function fetchIceServers(wsUrl) {
+  const url = new URL("/api/ice-servers", wsUrl);
+  url.protocol = wsUrl.protocol === "wss:" ? "https:" : "http:";
+  url.search = "";
+  const response = await fetch(url);
+  if (!response.ok) {
+    throw new SignalError("ice-servers", `GET ${url.pathname} failed: ${response.status}`);
+  }
+  const body = await response.json();
+  return body.iceServers ?? [];
+}

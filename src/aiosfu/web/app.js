@@ -1,0 +1,356 @@
+/**
+ * Demo classroom page: join a room, publish camera+mic, watch everyone else.
+ * Query parameters: room, name, autojoin=1, publish=0 (see docs/browser.md).
+ */
+import { Client, defaultUrl } from "/static/aiosfu.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+/**
+ * Page state exposed for automation. `subscriptions` holds plain data only
+ * (no peer connections) so it can be serialized out of the page.
+ */
+const demo = {
+  state: "idle",
+  error: null,
+  localMid: null,
+  /** @type {Array<{mid: string, sid: string, uid: string, sfuid: string, answerAt: number, firstFrameAt: number | null}>} */
+  subscriptions: [],
+  videoStats,
+};
+window.aiosfuDemo = demo;
+
+/** @type {Client | null} */
+let client = null;
+let room = null;
+let self = null;
+/** @type {MediaStream | null} */
+let localStream = null;
+/** Tiles by mid; the local preview uses the key "local". */
+const tiles = new Map();
+/** Participants by uid. */
+const participants = new Map();
+
+const form = $("join-form");
+const roomInput = $("room");
+const nameInput = $("name");
+const publishInput = $("publish");
+
+roomInput.value = params.get("room") || "lobby";
+nameInput.value = params.get("name") || `guest-${Math.random().toString(36).slice(2, 6)}`;
+publishInput.checked = params.get("publish") !== "0";
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  join(roomInput.value.trim(), nameInput.value.trim(), publishInput.checked);
+});
+$("leave").addEventListener("click", () => leave());
+$("chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendChat();
+});
+$("unmute").addEventListener("click", () => {
+  for (const tile of tiles.values()) tile.audio.play().catch(() => {});
+  $("unmute").hidden = true;
+});
+window.addEventListener("pagehide", () => client?.close());
+
+if (params.get("autojoin") === "1") {
+  join(roomInput.value.trim(), nameInput.value.trim(), publishInput.checked);
+}
+
+/**
+ * @param {string} rid
+ * @param {string} uid
+ * @param {boolean} withMedia
+ */
+async function join(rid, uid, withMedia) {
+  if (!rid || !uid || client) return;
+  setControls("joining");
+  demo.error = null;
+  showStatus(`Joining ${rid}…`);
+  const c = new Client();
+  client = c;
+  self = uid;
+  c.on("peer-join", ({ uid: who }) => addParticipant(who));
+  c.on("peer-leave", ({ uid: who }) => removeParticipant(who));
+  c.on("stream-add", (pub) => subscribeTo(pub));
+  c.on("stream-remove", ({ mid }) => dropSubscription(mid));
+  c.on("broadcast", ({ uid: who, data }) => {
+    if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
+  });
+  c.on("close", () => {
+    if (client === c) fail(new Error("connection to the server was lost"));
+  });
+  try {
+    // Ask for the camera before joining so a refusal leaves no trace in the room.
+    if (withMedia) {
+      localStream = await navigator.mediaDevices.getUserMedia({
+        audio: true,
+        video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+      });
+      const tile = addTile("local", uid, { local: true });
+      tile.video.srcObject = localStream;
+    }
+    await c.connect(defaultUrl(), uid);
+    const { pubs = [], users = [] } = await c.join(rid);
+    room = rid;
+    history.replaceState(null, "", `?room=${encodeURIComponent(rid)}&name=${encodeURIComponent(uid)}`);
+    addParticipant(uid);
+    for (const user of users) addParticipant(user.uid);
+    for (const pub of pubs) subscribeTo(pub);
+    if (localStream) {
+      const pub = await c.publish(rid, localStream);
+      demo.localMid = pub.mid;
+      tiles.get("local").el.dataset.mid = pub.mid;
+    }
+    demo.state = "joined";
+    setControls("joined");
+    showStatus(`In room ${rid} as ${uid}`, "ok");
+  } catch (err) {
+    fail(err);
+  }
+}
+
+async function leave() {
+  const c = client;
+  if (!c) return;
+  client = null;
+  setControls("leaving");
+  try {
+    if (room) await c.leave(room);
+  } catch (err) {
+    console.warn("leave failed:", err);
+  } finally {
+    c.close();
+    reset();
+    showStatus("You left the room");
+  }
+}
+
+/** Tear everything down after an unrecoverable error and show why. */
+function fail(err) {
+  const c = client;
+  client = null;
+  c?.close();
+  reset();
+  demo.state = "error";
+  demo.error = err?.message ?? String(err);
+  showStatus(demo.error, "error");
+}
+
+/** Return the page to its pre-join state, keeping `state`/`error` to the caller. */
+function reset() {
+  for (const key of [...tiles.keys()]) removeTile(key);
+  localStream?.getTracks().forEach((track) => track.stop());
+  localStream = null;
+  participants.clear();
+  renderParticipants();
+  demo.subscriptions.length = 0;
+  demo.localMid = null;
+  demo.state = "idle";
+  room = null;
+  $("unmute").hidden = true;
+  setControls("idle");
+}
+
+/**
+ * @param {{mid: string, sfuid: string, uid: string, minfo?: object}} pub
+ */
+async function subscribeTo(pub) {
+  const c = client;
+  if (!c || pub.uid === self || tiles.has(pub.mid)) return;
+  addParticipant(pub.uid);
+  const tile = addTile(pub.mid, pub.uid, { pending: true });
+  const entry = { mid: pub.mid, sid: null, uid: pub.uid, sfuid: pub.sfuid, answerAt: null, firstFrameAt: null };
+  watchFirstFrame(tile.video, entry);
+  try {
+    const sub = await c.subscribe(pub.rid ?? room, pub.mid, pub.sfuid, pub.minfo);
+    // Leaving closed this client while the answer was in flight.
+    if (client !== c) return;
+    entry.sid = sub.sid;
+    entry.answerAt = sub.answerAt;
+    demo.subscriptions.push(entry);
+    tile.video.srcObject = new MediaStream(sub.stream.getVideoTracks());
+    const audioTracks = sub.stream.getAudioTracks();
+    if (audioTracks.length) {
+      tile.audio.srcObject = new MediaStream(audioTracks);
+      tile.audio.play().catch((err) => {
+        // Autoplay policy blocks sound until the user interacts with the page.
+        if (err.name === "NotAllowedError") $("unmute").hidden = false;
+      });
+    }
+    tile.el.classList.remove("pending");
+  } catch (err) {
+    if (err.code === "removed" || client !== c) return;
+    removeTile(pub.mid);
+    demo.error = `subscribe ${pub.mid} failed: ${err.message}`;
+    showStatus(demo.error, "error");
+  }
+}
+
+function dropSubscription(mid) {
+  removeTile(mid);
+  const index = demo.subscriptions.findIndex((entry) => entry.mid === mid);
+  if (index >= 0) demo.subscriptions.splice(index, 1);
+}
+
+/**
+ * Record when the first frame was rendered. requestVideoFrameCallback fires
+ * on presentation; `loadeddata` fires once the first frame is decoded and is
+ * the fallback where the callback is missing or throttled. The earliest wins.
+ */
+function watchFirstFrame(video, entry) {
+  const mark = () => {
+    if (entry.firstFrameAt === null) entry.firstFrameAt = performance.now();
+  };
+  if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(mark);
+  video.addEventListener("loadeddata", mark, { once: true });
+}
+
+/**
+ * Per-subscription decoder counters from WebRTC stats, for automation.
+ * @returns {Promise<Array<{mid: string, sid: string, framesDecoded: number, frameWidth: number, frameHeight: number, answerAt: number, firstFrameAt: number | null}>>}
+ */
+async function videoStats() {
+  const c = client;
+  return Promise.all(demo.subscriptions.map(async (entry) => {
+    const result = {
+      mid: entry.mid,
+      sid: entry.sid,
+      framesDecoded: 0,
+      frameWidth: 0,
+      frameHeight: 0,
+      answerAt: entry.answerAt,
+      firstFrameAt: entry.firstFrameAt,
+    };
+    const sub = c?.subscriptions.get(entry.mid);
+    if (!sub) return result;
+    const report = await sub.pc.getStats();
+    report.forEach((stat) => {
+      if (stat.type === "inbound-rtp" && stat.kind === "video") {
+        result.framesDecoded = stat.framesDecoded ?? 0;
+        result.frameWidth = stat.frameWidth ?? 0;
+        result.frameHeight = stat.frameHeight ?? 0;
+      }
+    });
+    return result;
+  }));
+}
+
+function addTile(key, uid, { local = false, pending = false } = {}) {
+  const el = $("tile-template").content.firstElementChild.cloneNode(true);
+  const tile = { el, video: el.querySelector("video"), audio: el.querySelector("audio") };
+  el.dataset.uid = uid;
+  if (key !== "local") el.dataset.mid = key;
+  el.classList.toggle("local", local);
+  el.classList.toggle("pending", pending);
+  el.querySelector(".tile-name").textContent = uid;
+  el.querySelector(".tile-tag").textContent = local ? "You" : "";
+  if (local) tile.audio.remove();
+  $("stage").append(el);
+  tiles.set(key, tile);
+  tilesChanged();
+  return tile;
+}
+
+function removeTile(key) {
+  const tile = tiles.get(key);
+  if (!tile) return;
+  tile.video.srcObject = null;
+  tile.audio.srcObject = null;
+  tile.el.remove();
+  tiles.delete(key);
+  tilesChanged();
+}
+
+/** The empty-stage hint and the participants' live dots follow the tiles. */
+function tilesChanged() {
+  $("empty").hidden = tiles.size > 0;
+  renderParticipants();
+}
+
+function addParticipant(uid) {
+  if (!uid || participants.has(uid)) return;
+  participants.set(uid, { uid });
+  renderParticipants();
+}
+
+function removeParticipant(uid) {
+  participants.delete(uid);
+  renderParticipants();
+}
+
+function renderParticipants() {
+  const list = $("participants");
+  list.replaceChildren();
+  const live = new Set([...tiles.values()].map((tile) => tile.el.dataset.uid));
+  const ordered = [...participants.keys()].sort((a, b) => (a === self ? -1 : b === self ? 1 : a.localeCompare(b)));
+  for (const uid of ordered) {
+    const item = document.createElement("li");
+    item.dataset.uid = uid;
+    const avatar = document.createElement("span");
+    avatar.className = "avatar";
+    avatar.textContent = uid.slice(0, 1).toUpperCase();
+    const name = document.createElement("span");
+    name.className = "participant-name";
+    name.textContent = uid === self ? `${uid} (you)` : uid;
+    item.append(avatar, name);
+    if (live.has(uid)) {
+      const dot = document.createElement("span");
+      dot.className = "live";
+      dot.title = "Publishing";
+      item.append(dot);
+    }
+    list.append(item);
+  }
+  $("participant-count").textContent = String(participants.size);
+}
+
+async function sendChat() {
+  const input = $("chat-input");
+  const text = input.value.trim();
+  if (!text || !client || !room) return;
+  input.value = "";
+  appendChat(self, text);
+  try {
+    await client.broadcast(room, { type: "chat", text });
+  } catch (err) {
+    showStatus(`message not sent: ${err.message}`, "error");
+  }
+}
+
+function appendChat(uid, text) {
+  const item = document.createElement("li");
+  const who = document.createElement("strong");
+  who.textContent = uid;
+  item.append(who, document.createTextNode(` ${text}`));
+  const log = $("chat-log");
+  log.append(item);
+  log.scrollTop = log.scrollHeight;
+}
+
+/** @param {"idle" | "joining" | "joined" | "leaving"} phase */
+function setControls(phase) {
+  const inRoom = phase !== "idle";
+  roomInput.disabled = inRoom;
+  nameInput.disabled = inRoom;
+  publishInput.disabled = inRoom;
+  $("join").hidden = phase === "joined" || phase === "leaving";
+  $("join").disabled = phase === "joining";
+  $("leave").hidden = !(phase === "joined" || phase === "leaving");
+  $("leave").disabled = phase === "leaving";
+  $("chat-input").disabled = phase !== "joined";
+  $("chat-form").querySelector("button").disabled = phase !== "joined";
+}
+
+/**
+ * @param {string} text
+ * @param {"info" | "ok" | "error"} [kind]
+ */
+function showStatus(text, kind = "info") {
+  $("status").hidden = false;
+  $("status").dataset.kind = kind;
+  $("status-text").textContent = text;
+}
