@@ -78,6 +78,9 @@ def configure(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiortc/aioice log per packet at debug level; keep them quiet unless asked.
+    # aiortc/aioice narrate every ICE check and packet; keep them to warnings unless
+    # debugging, where their detail is what one wants.
     for noisy in ("aiortc", "aioice"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(noisy).setLevel(
+            root.level if root.level <= logging.DEBUG else logging.WARNING
+        )

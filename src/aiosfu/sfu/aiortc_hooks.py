@@ -111,9 +111,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         """aiortc's ingress up to (not including) depacketizing, then the Producer."""
         if not self._enabled:
             return
-        estimator: RemoteBitrateEstimator | None = (
-            self._RTCRtpReceiver__remote_bitrate_estimator
-        )
+        estimator: RemoteBitrateEstimator | None = self._RTCRtpReceiver__remote_bitrate_estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
                 abs_send_time=packet.extensions.abs_send_time,

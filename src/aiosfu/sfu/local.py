@@ -178,9 +178,7 @@ class LocalSfu:
                 continue
             producer = available[media.kind].popleft()
             transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
-            transceiver.setCodecPreferences(
-                _codec_preferences(media.kind, producer.codec)
-            )
+            transceiver.setCodecPreferences(_codec_preferences(media.kind, producer.codec))
             sender = ForwardingSender.adopt(transceiver.sender)
             consumer = Consumer(
                 producer, sender, keyframe_retry_interval=self.settings.keyframe_retry_interval

@@ -50,9 +50,7 @@ class RtpRewriter:
         start_timestamp: int | None = None,
     ) -> None:
         self.params = params
-        self._start_sequence = (
-            random_start_sequence() if start_sequence is None else start_sequence
-        )
+        self._start_sequence = random_start_sequence() if start_sequence is None else start_sequence
         self._start_timestamp = (
             random.getrandbits(32) if start_timestamp is None else start_timestamp
         )

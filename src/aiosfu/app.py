@@ -1,0 +1,49 @@
+"""Wires one process: rooms, the embedded SFU, signaling and HTTP."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aiosfu.config import Config
+from aiosfu.log import get_logger
+from aiosfu.room import Rooms
+from aiosfu.sfu.ice import use_host_addresses
+from aiosfu.sfu.local import LocalSfu, SfuSettings
+from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
+from aiosfu.signal.service import SignalService
+
+log = get_logger("aiosfu.app")
+
+
+def build_app(config: Config) -> web.Application:
+    ice_addresses = use_host_addresses(config.ice_ips)
+    sfu = LocalSfu(
+        SfuSettings(
+            sfuid=config.sfu_id,
+            cache_size=config.packet_cache_size,
+            keyframe_request_interval=config.keyframe_request_interval,
+            keyframe_retry_interval=config.keyframe_retry_interval,
+        )
+    )
+    service = SignalService(Rooms(), sfu, config.signal_id)
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app[SERVICE_KEY] = service
+    add_routes(app)
+
+    async def on_startup(app: web.Application) -> None:
+        log.info(
+            "serving",
+            url=f"http://{config.host}:{config.port}/",
+            ws=f"ws://{config.host}:{config.port}/ws",
+            ice=",".join(ice_addresses),
+        )
+
+    async def on_shutdown(app: web.Application) -> None:
+        for session in list(service.sessions.values()):
+            await session.close(1001, "server shutting down")
+        await sfu.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app

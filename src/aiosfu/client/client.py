@@ -1,0 +1,214 @@
+"""A room participant: one signaling connection, one peer connection per publish and
+per subscribe, as the protocol prescribes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from aiosfu.client.signaling import SignalingClient
+from aiosfu.sfu.ice import use_host_addresses
+
+
+@dataclass
+class Publication:
+    rid: str
+    mid: str
+    sfuid: str
+    pc: RTCPeerConnection
+
+
+@dataclass
+class Subscription:
+    rid: str
+    mid: str
+    sid: str
+    sfuid: str
+    pc: RTCPeerConnection
+    tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)
+    answered_at: float = 0.0
+
+
+class Client:
+    def __init__(
+        self,
+        signaling: SignalingClient,
+        uid: str,
+        ice_servers: Sequence[RTCIceServer] = (),
+        keepalive_interval: float = 10.0,
+    ) -> None:
+        self.signaling = signaling
+        self.uid = uid
+        self.ice_servers = list(ice_servers)
+        self.keepalive_interval = keepalive_interval
+        self.rooms: set[str] = set()
+        self.publications: dict[str, Publication] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._keepalive = asyncio.ensure_future(self._keep_alive())
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        uid: str,
+        *,
+        token: str | None = None,
+        ice_servers: Sequence[RTCIceServer] = (),
+        ice_ips: Sequence[str] | None = None,
+        keepalive_interval: float = 10.0,
+    ) -> Client:
+        """Connect to `ws://host:port/ws`. `ice_ips` pins this process's ICE addresses."""
+        use_host_addresses(ice_ips)
+        signaling = await SignalingClient.connect(url, uid, token)
+        return cls(signaling, uid, ice_servers, keepalive_interval)
+
+    def _peer_connection(self) -> RTCPeerConnection:
+        # Explicit ICE servers: aiortc would otherwise reach out to a public STUN server.
+        return RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+
+    async def request(self, method: str, data: dict[str, Any]) -> dict[str, Any]:
+        return await self.signaling.request(method, data)
+
+    async def join(self, rid: str, **extra: Any) -> dict[str, Any]:
+        result = await self.request("join", {"rid": rid, **extra})
+        self.rooms.add(rid)
+        return result
+
+    async def leave(self, rid: str) -> None:
+        await self.request("leave", {"rid": rid})
+        self.rooms.discard(rid)
+        for key in [k for k, p in self.publications.items() if p.rid == rid]:
+            await self.publications.pop(key).pc.close()
+        for key in [k for k, s in self.subscriptions.items() if s.rid == rid]:
+            await self.subscriptions.pop(key).pc.close()
+
+    async def publish(
+        self, rid: str, tracks: Sequence[MediaStreamTrack], minfo: dict[str, Any] | None = None
+    ) -> Publication:
+        pc = self._peer_connection()
+        for track in tracks:
+            pc.addTransceiver(track, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        if minfo is None:
+            kinds = {t.kind for t in tracks}
+            minfo = {
+                "audio": "audio" in kinds,
+                "video": "video" in kinds,
+                "audiotype": 0,
+                "videotype": 0,
+            }
+        try:
+            result = await self.request(
+                "publish",
+                {
+                    "rid": rid,
+                    "jsep": {"type": "offer", "sdp": pc.localDescription.sdp},
+                    "minfo": minfo,
+                },
+            )
+            await pc.setRemoteDescription(RTCSessionDescription(**result["jsep"]))
+        except BaseException:
+            await pc.close()
+            raise
+        publication = Publication(rid=rid, mid=result["mid"], sfuid=result["sfuid"], pc=pc)
+        self.publications[publication.mid] = publication
+        return publication
+
+    async def unpublish(self, publication: Publication) -> None:
+        self.publications.pop(publication.mid, None)
+        try:
+            await self.request(
+                "unpublish",
+                {"rid": publication.rid, "mid": publication.mid, "sfuid": publication.sfuid},
+            )
+        finally:
+            await publication.pc.close()
+
+    async def subscribe(
+        self,
+        rid: str,
+        mid: str,
+        sfuid: str = "",
+        kinds: Sequence[str] = ("audio", "video"),
+    ) -> Subscription:
+        pc = self._peer_connection()
+        tracks: dict[str, MediaStreamTrack] = {}
+        pc.on("track", lambda track: tracks.__setitem__(track.kind, track))
+        for kind in kinds:
+            pc.addTransceiver(kind, direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        try:
+            result = await self.request(
+                "subscribe",
+                {
+                    "rid": rid,
+                    "mid": mid,
+                    "sfuid": sfuid,
+                    "jsep": {"type": "offer", "sdp": pc.localDescription.sdp},
+                },
+            )
+            answered_at = asyncio.get_running_loop().time()
+            await pc.setRemoteDescription(RTCSessionDescription(**result["jsep"]))
+        except BaseException:
+            await pc.close()
+            raise
+        subscription = Subscription(
+            rid=rid,
+            mid=mid,
+            sid=result["sid"],
+            sfuid=sfuid,
+            pc=pc,
+            tracks=tracks,
+            answered_at=answered_at,
+        )
+        self.subscriptions[subscription.sid] = subscription
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.pop(subscription.sid, None)
+        try:
+            await self.request(
+                "unsubscribe",
+                {
+                    "rid": subscription.rid,
+                    "mid": subscription.mid,
+                    "sid": subscription.sid,
+                    "sfuid": subscription.sfuid,
+                },
+            )
+        finally:
+            await subscription.pc.close()
+
+    async def broadcast(self, rid: str, data: Any) -> None:
+        await self.request("broadcast", {"rid": rid, "data": data})
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_interval)
+            for rid in list(self.rooms):
+                with contextlib.suppress(Exception):
+                    await self.request("keepalive", {"rid": rid})
+
+    async def close(self) -> None:
+        """Close every peer connection and the socket (the server cleans up after us)."""
+        self._keepalive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._keepalive
+        for publication in self.publications.values():
+            await publication.pc.close()
+        for subscription in self.subscriptions.values():
+            await subscription.pc.close()
+        self.publications.clear()
+        self.subscriptions.clear()
+        await self.signaling.close()

@@ -1,0 +1,1 @@
+"""The outside: HTTP, the WebSocket signaling protocol (seed 002), sessions."""

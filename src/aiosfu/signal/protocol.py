@@ -1,0 +1,162 @@
+"""The seed-002 (protoo-style) signaling envelope and one pydantic model per method.
+
+Field names are exactly those of the protocol text, so a client written from it alone
+works unchanged. Models are strict: a string where a number belongs is an error, not a
+guess, and every failure becomes a stable `errorCode` with a readable `errorReason`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+# Stable error codes (docs/protocol.md lists them with their meaning).
+BAD_JSON = "bad-json"
+BAD_REQUEST = "bad-request"
+UNKNOWN_METHOD = "unknown-method"
+INVALID_PARAMS = "invalid-params"
+FRAME_TOO_LARGE = "frame-too-large"
+UNKNOWN_SFU = "unknown-sfu"
+INTERNAL_ERROR = "internal-error"
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, reason: str, request_id: int | None = None) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.request_id = request_id
+
+
+class Model(BaseModel):
+    # Unknown fields are ignored (clients may send more than we read); types are strict.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Jsep(Model):
+    type: Literal["offer"]
+    sdp: str = Field(min_length=1)
+
+
+class MediaInfo(Model):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    audio: StrictBool = False
+    video: StrictBool = False
+    audiotype: StrictInt = 0
+    videotype: StrictInt = 0
+
+
+class RoomData(Model):
+    rid: Id
+
+
+class JoinData(RoomData):
+    bizid: str = Field("", max_length=256)
+
+
+class LeaveData(RoomData):
+    pass
+
+
+class KeepaliveData(RoomData):
+    pass
+
+
+class PublishData(RoomData):
+    jsep: Jsep
+    minfo: MediaInfo
+
+
+class UnpublishData(RoomData):
+    mid: Id
+    sfuid: str = ""
+
+
+class SubscribeData(RoomData):
+    mid: Id
+    jsep: Jsep
+    sfuid: str = ""
+
+
+class UnsubscribeData(RoomData):
+    mid: Id
+    sid: Id
+    sfuid: str = ""
+
+
+class BroadcastData(RoomData):
+    data: Any
+
+
+REQUEST_MODELS: dict[str, type[Model]] = {
+    "join": JoinData,
+    "leave": LeaveData,
+    "keepalive": KeepaliveData,
+    "publish": PublishData,
+    "unpublish": UnpublishData,
+    "subscribe": SubscribeData,
+    "unsubscribe": UnsubscribeData,
+    "broadcast": BroadcastData,
+}
+
+
+class Request(Model):
+    request: Literal[True]
+    id: StrictInt
+    method: str = Field(min_length=1, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def _describe(error: ValidationError, prefix: str) -> str:
+    parts = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_frame(text: str, models: dict[str, type[Model]]) -> tuple[Request, Model]:
+    """Decode one text frame into the envelope and the method's validated data."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError(BAD_REQUEST, "frame must be a JSON object")
+    request_id = raw.get("id")
+    request_id = request_id if type(request_id) is int else None
+    try:
+        request = Request.model_validate(raw)
+    except ValidationError as exc:
+        raise ProtocolError(BAD_REQUEST, _describe(exc, ""), request_id) from exc
+    model = models.get(request.method)
+    if model is None:
+        raise ProtocolError(UNKNOWN_METHOD, f"unknown method {request.method!r}", request.id)
+    try:
+        data = model.model_validate(request.data)
+    except ValidationError as exc:
+        raise ProtocolError(INVALID_PARAMS, _describe(exc, "data"), request.id) from exc
+    return request, data
+
+
+def response_ok(request_id: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"response": True, "id": request_id, "ok": True, "data": data or {}}
+
+
+def response_error(request_id: int | None, code: str, reason: str) -> dict[str, Any]:
+    return {
+        "response": True,
+        "id": request_id,
+        "ok": False,
+        "errorCode": code,
+        "errorReason": reason,
+    }
+
+
+def notification(method: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"notification": True, "method": method, "data": data}

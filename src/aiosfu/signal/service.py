@@ -1,0 +1,274 @@
+"""The seed-002 methods: room rules from `aiosfu.room`, media from an `Sfu`.
+
+Each handler validates against the room state first, then calls the media plane, then
+commits the state change and tells the other peers. Anything a handler raises as
+`RoomError`, `SfuError` or `ProtocolError` becomes an `ok:false` response with its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from aiosfu.log import get_logger
+from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
+from aiosfu.sfu.interface import Sfu, SfuError
+from aiosfu.signal import protocol
+from aiosfu.signal.protocol import (
+    BroadcastData,
+    JoinData,
+    KeepaliveData,
+    LeaveData,
+    Model,
+    ProtocolError,
+    PublishData,
+    SubscribeData,
+    UnpublishData,
+    UnsubscribeData,
+)
+from aiosfu.signal.session import PeerSession
+
+log = get_logger("aiosfu.signal")
+
+Handler = Callable[[PeerSession, Any], Awaitable[dict[str, Any]]]
+
+
+class SignalService:
+    def __init__(self, rooms: Rooms, sfu: Sfu, signal_id: str) -> None:
+        self.rooms = rooms
+        self.sfu = sfu
+        self.signal_id = signal_id
+        self.sessions: dict[str, PeerSession] = {}
+        self.handlers: dict[str, tuple[type[Model], Handler]] = {}
+        self.register("join", JoinData, self.join)
+        self.register("leave", LeaveData, self.leave)
+        self.register("keepalive", KeepaliveData, self.keepalive)
+        self.register("publish", PublishData, self.publish)
+        self.register("unpublish", UnpublishData, self.unpublish)
+        self.register("subscribe", SubscribeData, self.subscribe)
+        self.register("unsubscribe", UnsubscribeData, self.unsubscribe)
+        self.register("broadcast", BroadcastData, self.broadcast)
+        sfu.set_listener(self)
+
+    def register(self, method: str, model: type[Model], handler: Handler) -> None:
+        """Extensions add methods in the same envelope through here."""
+        self.handlers[method] = (model, handler)
+
+    @property
+    def models(self) -> dict[str, type[Model]]:
+        return {method: model for method, (model, _) in self.handlers.items()}
+
+    # --- connection lifecycle -------------------------------------------------------
+
+    async def attach(self, session: PeerSession) -> None:
+        """A peer connected; an older connection with the same uid is replaced."""
+        old = self.sessions.get(session.uid)
+        if old is not None:
+            log.info("peer-replaced", uid=session.uid)
+            await old.close(4001, "replaced by a new connection")
+            await old.closed.wait()
+        self.sessions[session.uid] = session
+
+    async def detach(self, session: PeerSession) -> None:
+        """The peer's socket is gone: leave every room it was in."""
+        try:
+            for rid in list(session.rooms):
+                await self._leave(session, rid)
+        finally:
+            if self.sessions.get(session.uid) is session:
+                del self.sessions[session.uid]
+            session.closed.set()
+
+    async def handle(self, session: PeerSession, text: str) -> dict[str, Any]:
+        """One request frame in, one response out; never raises."""
+        request_id: int | None = None
+        try:
+            request, data = protocol.parse_frame(text, self.models)
+            request_id = request.id
+            _, handler = self.handlers[request.method]
+            session.touch()
+            return protocol.response_ok(request.id, await handler(session, data))
+        except (ProtocolError, RoomError, SfuError) as exc:
+            rid = exc.request_id if isinstance(exc, ProtocolError) else request_id
+            log.info("request-refused", uid=session.uid, code=exc.code, reason=exc.reason)
+            return protocol.response_error(rid, exc.code, exc.reason)
+        except Exception:
+            log.exception("request-failed", uid=session.uid)
+            return protocol.response_error(
+                request_id, protocol.INTERNAL_ERROR, "the server failed to handle this request"
+            )
+
+    # --- notifications --------------------------------------------------------------
+
+    async def notify(self, uid: str, method: str, data: dict[str, Any]) -> None:
+        session = self.sessions.get(uid)
+        if session is not None:
+            await session.send(protocol.notification(method, data))
+
+    async def notify_room(
+        self, room: Room, method: str, data: dict[str, Any], exclude: str | None = None
+    ) -> None:
+        message = protocol.notification(method, data)
+        sends = [
+            s.send(message)
+            for uid in list(room.members)
+            if uid != exclude and (s := self.sessions.get(uid)) is not None
+        ]
+        await asyncio.gather(*sends)
+
+    # --- the seed-002 methods -------------------------------------------------------
+
+    def _check_sfu(self, sfuid: str) -> None:
+        if sfuid and sfuid != self.sfu.sfuid:
+            raise ProtocolError(protocol.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
+
+    async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
+        member = Member(uid=session.uid, signalid=self.signal_id, bizid=data.bizid)
+        room = self.rooms.join(data.rid, member)
+        session.rooms.add(data.rid)
+        log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
+        await self.notify_room(
+            room,
+            "peer-join",
+            {"rid": data.rid, "uid": session.uid, "bizid": data.bizid},
+            exclude=session.uid,
+        )
+        return {
+            "pubs": [_pub_info(p) for p in room.publications.values()],
+            "users": [
+                {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
+                for m in room.others(session.uid)
+            ],
+        }
+
+    async def leave(self, session: PeerSession, data: LeaveData) -> dict[str, Any]:
+        self.rooms.member_room(data.rid, session.uid)
+        await self._leave(session, data.rid)
+        return {}
+
+    async def _leave(self, session: PeerSession, rid: str) -> None:
+        session.rooms.discard(rid)
+        try:
+            departure = self.rooms.leave(rid, session.uid)
+        except RoomError:
+            return
+        await self.sfu.close_peer(rid, session.uid)
+        await self._announce_departure(rid, departure)
+        log.info("leave", rid=rid, uid=session.uid)
+
+    async def _announce_departure(self, rid: str, departure: Departure) -> None:
+        room = self.rooms.get(rid)
+        if room is None:
+            return
+        for pub in departure.publications:
+            await self.notify_room(
+                room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
+            )
+        await self.notify_room(room, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+
+    async def keepalive(self, session: PeerSession, data: KeepaliveData) -> dict[str, Any]:
+        self.rooms.member_room(data.rid, session.uid)
+        return {}
+
+    async def publish(self, session: PeerSession, data: PublishData) -> dict[str, Any]:
+        self.rooms.member_room(data.rid, session.uid)
+        minfo = data.minfo.model_dump()
+        published = await self.sfu.publish(data.rid, session.uid, data.jsep.sdp, minfo)
+        pub = Publication(
+            mid=published.mid, uid=session.uid, rid=data.rid, sfuid=published.sfuid, minfo=minfo
+        )
+        room = self.rooms.get(data.rid)
+        if room is None or session.uid not in room.members:
+            await self.sfu.unpublish(data.rid, published.mid)
+            raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
+        room.add_publication(pub)
+        await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
+        return {
+            "jsep": {"type": "answer", "sdp": published.answer_sdp},
+            "mid": published.mid,
+            "sfuid": published.sfuid,
+        }
+
+    async def unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
+        self._check_sfu(data.sfuid)
+        room = self.rooms.member_room(data.rid, session.uid)
+        room.own_publication(session.uid, data.mid)
+        await self.sfu.unpublish(data.rid, data.mid)
+        await self._remove_publication(room, data.mid)
+        return {}
+
+    async def _remove_publication(self, room: Room, mid: str) -> None:
+        if mid not in room.publications:
+            return
+        pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
+        await self.notify_room(
+            room,
+            "stream-remove",
+            {"rid": room.rid, "uid": pub.uid, "mid": mid},
+            exclude=pub.uid,
+        )
+        log.info("stream-removed", rid=room.rid, uid=pub.uid, mid=mid)
+
+    async def subscribe(self, session: PeerSession, data: SubscribeData) -> dict[str, Any]:
+        self._check_sfu(data.sfuid)
+        room = self.rooms.member_room(data.rid, session.uid)
+        room.publication(data.mid)
+        subscribed = await self.sfu.subscribe(data.rid, session.uid, data.mid, data.jsep.sdp)
+        try:
+            room.add_subscription(
+                Subscription(sid=subscribed.sid, uid=session.uid, mid=data.mid, rid=data.rid)
+            )
+        except RoomError:
+            await self.sfu.unsubscribe(data.rid, subscribed.sid)
+            raise
+        return {"jsep": {"type": "answer", "sdp": subscribed.answer_sdp}, "sid": subscribed.sid}
+
+    async def unsubscribe(self, session: PeerSession, data: UnsubscribeData) -> dict[str, Any]:
+        self._check_sfu(data.sfuid)
+        room = self.rooms.member_room(data.rid, session.uid)
+        room.own_subscription(session.uid, data.sid, data.mid)
+        await self.sfu.unsubscribe(data.rid, data.sid)
+        room.remove_subscription(data.sid)
+        return {}
+
+    async def broadcast(self, session: PeerSession, data: BroadcastData) -> dict[str, Any]:
+        room = self.rooms.member_room(data.rid, session.uid)
+        await self.notify_room(
+            room,
+            "broadcast",
+            {"rid": data.rid, "uid": session.uid, "data": data.data},
+            exclude=session.uid,
+        )
+        return {}
+
+    # --- media ended on its own (SfuListener) -----------------------------------------
+
+    async def publication_ended(self, rid: str, mid: str) -> None:
+        room = self.rooms.get(rid)
+        if room is not None:
+            await self._remove_publication(room, mid)
+
+    async def subscription_ended(self, rid: str, sid: str) -> None:
+        room = self.rooms.get(rid)
+        if room is not None and sid in room.subscriptions:
+            room.remove_subscription(sid)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "peers": len(self.sessions),
+            "rooms": {
+                room.rid: {
+                    "members": sorted(room.members),
+                    "publications": sorted(room.publications),
+                    "subscriptions": len(room.subscriptions),
+                }
+                for room in self.rooms
+            },
+        }
+
+
+def _pub_info(pub: Publication) -> dict[str, Any]:
+    info = asdict(pub)
+    return {k: info[k] for k in ("mid", "minfo", "rid", "sfuid", "uid")}
