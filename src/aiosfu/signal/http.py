@@ -88,6 +88,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
     body: dict[str, Any] = {
         "pid": os.getpid(),
+        "tasks": len(asyncio.all_tasks()),
         "signal": service.stats(),
         "sfu": service.sfu.stats(),
     }
