@@ -7,7 +7,7 @@ from aiohttp import web
 from aiosfu.config import Config
 from aiosfu.log import get_logger
 from aiosfu.room import Rooms
-from aiosfu.sfu.ice import use_host_addresses
+from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 from aiosfu.sfu.local import LocalSfu, SfuSettings
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
 from aiosfu.signal.service import SignalService
@@ -17,6 +17,7 @@ log = get_logger("aiosfu.app")
 
 def build_app(config: Config) -> web.Application:
     ice_addresses = use_host_addresses(config.ice_ips)
+    drop_unverified_datagrams()
     sfu = LocalSfu(
         SfuSettings(
             sfuid=config.sfu_id,

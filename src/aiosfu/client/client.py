@@ -18,7 +18,7 @@ from aiortc import (
 )
 
 from aiosfu.client.signaling import SignalingClient
-from aiosfu.sfu.ice import use_host_addresses
+from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Client:
     ) -> Client:
         """Connect to `ws://host:port/ws`. `ice_ips` pins this process's ICE addresses."""
         use_host_addresses(ice_ips)
+        drop_unverified_datagrams()
         signaling = await SignalingClient.connect(url, uid, token)
         return cls(signaling, uid, ice_servers, keepalive_interval)
 

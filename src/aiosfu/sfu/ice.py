@@ -38,3 +38,33 @@ def use_host_addresses(addresses: Sequence[str] | None) -> list[str]:
 
     aioice.ice.get_host_addresses = get_host_addresses
     return chosen
+
+
+_original_datagram_received = aioice.ice.StunProtocol.datagram_received
+
+
+def _is_known_peer(
+    connection: aioice.ice.Connection, component: int, addr: tuple[str, int]
+) -> bool:
+    nominated = connection._nominated.get(component)
+    if nominated is not None and nominated.remote_addr == addr:
+        return True
+    return any(pair.remote_addr == addr for pair in connection._check_list)
+
+
+def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    if not data:
+        return
+    # RFC 7983: a first byte of 0-3 is STUN, which ICE must see from anyone. Anything else
+    # (DTLS, SRTP) is accepted only from an address ICE has paired with: aioice passes any
+    # datagram up, and aiortc's transport dies on some malformed ones.
+    if data[0] > 3 and not _is_known_peer(
+        self.receiver, self.local_candidate.component, (addr[0], addr[1])
+    ):
+        return
+    _original_datagram_received(self, data, addr)
+
+
+def drop_unverified_datagrams() -> None:
+    """Keep strangers' datagrams away from DTLS/SRTP (idempotent, process-wide)."""
+    aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign]

@@ -91,9 +91,10 @@ class SignalService:
             session.touch()
             return protocol.response_ok(request.id, await handler(session, data))
         except (ProtocolError, RoomError, SfuError) as exc:
-            rid = exc.request_id if isinstance(exc, ProtocolError) else request_id
+            if isinstance(exc, ProtocolError) and request_id is None:
+                request_id = exc.request_id
             log.info("request-refused", uid=session.uid, code=exc.code, reason=exc.reason)
-            return protocol.response_error(rid, exc.code, exc.reason)
+            return protocol.response_error(request_id, exc.code, exc.reason)
         except Exception:
             log.exception("request-failed", uid=session.uid)
             return protocol.response_error(
