@@ -30,6 +30,17 @@ class Upstream(Protocol):
     async def request_retransmission(self, ssrc: int, sequence_numbers: list[int]) -> None: ...
 
 
+class PacketSink(Protocol):
+    """Anything that wants a track's packets as they arrive (a recorder, a relay).
+
+    Called synchronously on the hot path: a sink queues, it never blocks or awaits.
+    """
+
+    def on_rtp(self, packet: RtpPacket, keyframe: bool) -> None: ...
+
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
+
+
 class Producer:
     def __init__(
         self,
@@ -46,6 +57,7 @@ class Producer:
         self.clock_rate = codec.clockRate
         self.upstream = upstream
         self.consumers: list[Consumer] = []
+        self.sinks: list[PacketSink] = []
         self.cache = PacketCache(cache_size)
         self.is_keyframe = keyframe_detector(codec.mimeType)
         self.keyframe_request_interval = keyframe_request_interval
@@ -72,6 +84,8 @@ class Producer:
         keyframe = self.kind == "video" and self.is_keyframe(payload)
         if keyframe:
             self.keyframes_in += 1
+        for sink in self.sinks:
+            sink.on_rtp(packet, keyframe)
         if not self.consumers:
             return
         abs_send_time = (current_ntp_time() >> 14) & 0xFFFFFF
@@ -82,6 +96,8 @@ class Producer:
         if self.ssrc is not None and ssrc != self.ssrc:
             return
         self.sender_clock = (ntp_timestamp, rtp_timestamp)
+        for sink in self.sinks:
+            sink.on_sender_report(ntp_timestamp, rtp_timestamp)
         for consumer in self.consumers:
             consumer.on_sender_clock(ntp_timestamp, rtp_timestamp)
 
@@ -113,8 +129,16 @@ class Producer:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
 
+    def add_sink(self, sink: PacketSink) -> None:
+        self.sinks.append(sink)
+
+    def remove_sink(self, sink: PacketSink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
     def close(self) -> None:
         self.closed = True
+        self.sinks.clear()
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()
