@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +23,20 @@ class SignalingError(Exception):
 
 
 class SignalingClient:
-    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        ws: aiohttp.ClientWebSocketResponse,
+        history: int = 1000,
+    ) -> None:
         self._http = http
         self._ws = ws
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[str, list[Callable[[Notification], None]]] = {}
-        self.notifications: list[tuple[str, Notification]] = []
+        # The latest notifications, for `wait_for`; bounded so a long-lived bot does not grow.
+        self.notifications: deque[tuple[str, Notification]] = deque(maxlen=history)
+        self.received = 0  # notifications ever received: `wait_for(start=...)` counts in these
         self._changed = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
 
@@ -82,12 +90,15 @@ class SignalingClient:
         timeout: float = 10.0,
         start: int = 0,
     ) -> Notification:
-        """The first notification `method` (from index `start` on) matching `predicate`."""
+        """The first notification `method` matching `predicate`, counting from the
+        `start`-th notification ever received (still in the bounded history)."""
         async with asyncio.timeout(timeout):
             index = start
             while True:
-                while index < len(self.notifications):
-                    name, data = self.notifications[index]
+                while index < self.received:
+                    oldest = self.received - len(self.notifications)
+                    index = max(index, oldest)
+                    name, data = self.notifications[index - oldest]
                     index += 1
                     if name == method and predicate(data):
                         return data
@@ -109,6 +120,7 @@ class SignalingClient:
                 elif frame.get("notification"):
                     method, data = frame.get("method", ""), frame.get("data") or {}
                     self.notifications.append((method, data))
+                    self.received += 1
                     for handler in self._handlers.get(method, []):
                         handler(data)
                 self._changed.set()
