@@ -1,0 +1,178 @@
+"""The aiortc internals that sfu/aiortc_hooks.py relies on are still where it expects them.
+
+Fails loudly on an aiortc upgrade that moves, renames or re-signs any of them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+
+import aiortc
+import pytest
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpDecodingParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpRtxParameters,
+)
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
+
+from aiosfu.sfu.aiortc_hooks import (
+    RECEIVER_PRIVATE,
+    SENDER_PRIVATE,
+    ForwardingReceiver,
+    ForwardingSender,
+    NeverTrack,
+)
+
+PINNED = "1.16.0"
+
+
+@pytest.fixture
+async def dtls() -> AsyncIterator[RTCDtlsTransport]:
+    # As aiortc's own tests build one: no network is touched until start().
+    transport = RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer()), [RTCCertificate.generateCertificate()]
+    )
+    yield transport
+    await transport.stop()
+
+
+def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
+    assert aiortc.__version__ == PINNED
+
+
+@pytest.mark.parametrize("kind", ["audio", "video"])
+async def test_receiver_private_names_exist(dtls: RTCDtlsTransport, kind: str) -> None:
+    receiver = RTCRtpReceiver(kind, dtls)
+    missing = [name for name in RECEIVER_PRIVATE if not hasattr(receiver, name)]
+    assert missing == []
+    # and the non-mangled ones the hooks use
+    for name in ("_enabled", "_send_rtcp", "_send_rtcp_nack", "_send_rtcp_pli", "_run_rtcp"):
+        assert hasattr(receiver, name), name
+    assert receiver._RTCRtpReceiver__started is False
+    assert receiver._RTCRtpReceiver__decoder_thread is None
+
+
+@pytest.mark.parametrize("kind", ["audio", "video"])
+async def test_sender_private_names_exist(dtls: RTCDtlsTransport, kind: str) -> None:
+    sender = RTCRtpSender(kind, dtls)
+    missing = [name for name in SENDER_PRIVATE if not hasattr(sender, name)]
+    assert missing == []
+    assert isinstance(sender._ssrc, int) and isinstance(sender._rtx_ssrc, int)
+    assert sender._RTCRtpSender__packet_count == 0
+
+
+def test_transport_methods_used_by_the_hooks_exist() -> None:
+    for name in ("_register_rtp_receiver", "_send_rtp"):
+        assert callable(getattr(RTCDtlsTransport, name, None)), name
+
+
+def test_aiortc_sender_reports_read_the_fields_the_hooks_write() -> None:
+    # ForwardingSender keeps Sender Reports true by writing these; aiortc's RTCP loop
+    # must still be what reads them.
+    source = inspect.getsource(RTCRtpSender._run_rtcp)
+    for field in ("__ntp_timestamp", "__rtp_timestamp", "__packet_count", "__octet_count"):
+        assert f"self.{field}" in source, field
+
+
+def parameter_names(function: object) -> list[str]:
+    return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("base", "subclass", "name"),
+    [
+        (RTCRtpReceiver, ForwardingReceiver, "receive"),
+        (RTCRtpReceiver, ForwardingReceiver, "_handle_rtp_packet"),
+        (RTCRtpReceiver, ForwardingReceiver, "_handle_rtcp_packet"),
+        (RTCRtpSender, ForwardingSender, "send"),
+        (RTCRtpSender, ForwardingSender, "_handle_rtcp_packet"),
+    ],
+)
+def test_overridden_methods_keep_their_signature(base: type, subclass: type, name: str) -> None:
+    original = base.__dict__.get(name)
+    assert original is not None, f"{base.__name__}.{name} is gone"
+    assert inspect.iscoroutinefunction(original)
+    override = subclass.__dict__[name]
+    assert parameter_names(original) == parameter_names(override)
+
+
+def test_expected_signatures() -> None:
+    assert parameter_names(RTCRtpReceiver.receive) == ["self", "parameters"]
+    assert parameter_names(RTCRtpReceiver._handle_rtp_packet) == [
+        "self",
+        "packet",
+        "arrival_time_ms",
+    ]
+    assert parameter_names(RTCRtpReceiver._handle_rtcp_packet) == ["self", "packet"]
+    assert parameter_names(RTCRtpSender.send) == ["self", "parameters"]
+    assert parameter_names(RTCRtpReceiver._send_rtcp_pli) == ["self", "media_ssrc"]
+    assert parameter_names(RTCRtpReceiver._send_rtcp_nack) == ["self", "media_ssrc", "lost"]
+
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+RTX = RTCRtpCodecParameters(
+    mimeType="video/rtx", clockRate=90000, payloadType=97, parameters={"apt": 96}
+)
+
+
+async def test_forwarding_receiver_hands_packets_over_without_decoding(
+    dtls: RTCDtlsTransport,
+) -> None:
+    got: list[RtpPacket] = []
+    reports: list[tuple[int, int, int]] = []
+
+    async def on_rtp(packet: RtpPacket) -> None:
+        got.append(packet)
+
+    receiver = ForwardingReceiver.adopt(
+        RTCRtpReceiver("video", dtls), on_rtp, lambda *sr: reports.append(sr)
+    )
+    await receiver.receive(
+        RTCRtpReceiveParameters(
+            codecs=[VP8, RTX],
+            encodings=[
+                RTCRtpDecodingParameters(ssrc=1111, payloadType=96, rtx=RTCRtpRtxParameters(2222))
+            ],
+        )
+    )
+    try:
+        assert receiver.decoding is False
+        media = RtpPacket(payload_type=96, sequence_number=10, timestamp=5, ssrc=1111)
+        media.payload = b"\x10\x00abc"
+        await receiver._handle_rtp_packet(media, arrival_time_ms=0)
+        rtx = wrap_rtx(media, payload_type=97, sequence_number=500, ssrc=2222)
+        await receiver._handle_rtp_packet(rtx, arrival_time_ms=1)
+        unknown = RtpPacket(payload_type=45, sequence_number=11, ssrc=1111, payload=b"x")
+        await receiver._handle_rtp_packet(unknown, arrival_time_ms=2)
+        assert [(p.ssrc, p.payload_type, p.sequence_number, p.payload) for p in got] == [
+            (1111, 96, 10, b"\x10\x00abc"),
+            (1111, 96, 10, b"\x10\x00abc"),  # RTX unwrapped
+        ]
+        sr = RtcpSrPacket(
+            ssrc=1111,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=1 << 40, rtp_timestamp=9000, packet_count=1, octet_count=5
+            ),
+        )
+        await receiver._handle_rtcp_packet(sr)
+        assert reports == [(1111, 1 << 40, 9000)]
+    finally:
+        await receiver.stop()
+    assert receiver.decoding is False
+
+
+async def test_forwarding_sender_sets_the_sender_clock(dtls: RTCDtlsTransport) -> None:
+    sender = ForwardingSender.adopt(RTCRtpSender(NeverTrack("video"), dtls))
+    assert sender.has_sender_clock is False
+    sender.set_sender_clock(123, 456)
+    assert sender.has_sender_clock is True
+    assert sender._RTCRtpSender__ntp_timestamp == 123
+    assert sender._RTCRtpSender__rtp_timestamp == 456
+    with pytest.raises(ConnectionError):  # not connected: the caller's ConnectionError path
+        await sender.write_rtp(b"\x80" * 12, 0, 0)

@@ -1,0 +1,244 @@
+"""Room membership rules: pure state, no sockets, no media."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiosfu.room import Member, Publication, Room, RoomError, Rooms, Subscription
+
+
+def member(uid: str) -> Member:
+    return Member(uid=uid, signalid="signal-1")
+
+
+def pub(mid: str, uid: str, rid: str = "r") -> Publication:
+    return Publication(mid=mid, uid=uid, rid=rid, sfuid="sfu-1", minfo={"audio": True})
+
+
+def sub(sid: str, uid: str, mid: str, rid: str = "r") -> Subscription:
+    return Subscription(sid=sid, uid=uid, mid=mid, rid=rid)
+
+
+def code(exc: pytest.ExceptionInfo[RoomError]) -> str:
+    return exc.value.code
+
+
+@pytest.fixture
+def rooms() -> Rooms:
+    return Rooms()
+
+
+def test_join_creates_the_room_and_adds_the_member(rooms: Rooms) -> None:
+    assert len(rooms) == 0 and rooms.get("r") is None
+    room = rooms.join("r", Member(uid="alice", signalid="signal-1", bizid="class"))
+    assert rooms.get("r") is room
+    assert len(rooms) == 1
+    assert room.members["alice"] == Member("alice", "signal-1", "class")
+    assert rooms.join("r", member("bob")) is room
+    assert sorted(room.members) == ["alice", "bob"]
+    assert [m.uid for m in room.others("alice")] == ["bob"]
+    assert list(rooms) == [room]
+
+
+def test_join_twice_is_already_joined(rooms: Rooms) -> None:
+    rooms.join("r", member("alice"))
+    with pytest.raises(RoomError) as exc:
+        rooms.join("r", member("alice"))
+    assert code(exc) == "already-joined"
+    assert len(rooms.get("r").members) == 1  # type: ignore[union-attr]
+
+
+def test_the_same_uid_may_be_in_two_rooms(rooms: Rooms) -> None:
+    rooms.join("r1", member("alice"))
+    rooms.join("r2", member("alice"))
+    assert len(rooms) == 2
+
+
+def test_member_room_requires_membership(rooms: Rooms) -> None:
+    with pytest.raises(RoomError) as exc:
+        rooms.member_room("r", "alice")  # no such room
+    assert code(exc) == "not-in-room"
+    room = rooms.join("r", member("alice"))
+    assert rooms.member_room("r", "alice") is room
+    with pytest.raises(RoomError) as exc:
+        rooms.member_room("r", "bob")  # room exists, bob is not in it
+    assert code(exc) == "not-in-room"
+
+
+def test_leave_when_not_in_room(rooms: Rooms) -> None:
+    with pytest.raises(RoomError) as exc:
+        rooms.leave("r", "alice")
+    assert code(exc) == "not-in-room"
+    rooms.join("r", member("alice"))
+    with pytest.raises(RoomError) as exc:
+        rooms.leave("r", "bob")
+    assert code(exc) == "not-in-room"
+    assert "alice" in rooms.member_room("r", "alice").members
+
+
+def test_leave_keeps_the_room_while_others_remain(rooms: Rooms) -> None:
+    rooms.join("r", member("alice"))
+    rooms.join("r", member("bob"))
+    departure = rooms.leave("r", "alice")
+    assert departure.member == member("alice")
+    room = rooms.get("r")
+    assert room is not None and list(room.members) == ["bob"]
+    rooms.leave("r", "bob")
+    assert rooms.get("r") is None and len(rooms) == 0
+    # rejoining makes a fresh, empty room
+    fresh = rooms.join("r", member("bob"))
+    assert fresh is not room and not fresh.publications
+
+
+def test_require_member(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    assert room.require_member("alice") == member("alice")
+    with pytest.raises(RoomError) as exc:
+        room.require_member("bob")
+    assert code(exc) == "not-in-room"
+
+
+def test_publications_and_unknown_mid(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    room.add_publication(pub("m1", "alice"))
+    assert room.publication("m1") == pub("m1", "alice")
+    with pytest.raises(RoomError) as exc:
+        room.publication("nope")
+    assert code(exc) == "unknown-mid"
+
+
+def test_only_members_publish(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    with pytest.raises(RoomError) as exc:
+        room.add_publication(pub("m1", "mallory"))
+    assert code(exc) == "not-in-room"
+    assert not room.publications
+
+
+def test_ownership(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    rooms.join("r", member("bob"))
+    room.add_publication(pub("m1", "alice"))
+    assert room.own_publication("alice", "m1").mid == "m1"
+    with pytest.raises(RoomError) as exc:
+        room.own_publication("bob", "m1")
+    assert code(exc) == "not-owner"
+    with pytest.raises(RoomError) as exc:
+        room.own_publication("alice", "m2")
+    assert code(exc) == "unknown-mid"
+
+
+def test_subscriptions_need_a_member_and_a_publication(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    rooms.join("r", member("bob"))
+    room.add_publication(pub("m1", "alice"))
+    with pytest.raises(RoomError) as exc:
+        room.add_subscription(sub("s1", "bob", "missing"))
+    assert code(exc) == "unknown-mid"
+    with pytest.raises(RoomError) as exc:
+        room.add_subscription(sub("s1", "mallory", "m1"))
+    assert code(exc) == "not-in-room"
+    assert not room.subscriptions
+    room.add_subscription(sub("s1", "bob", "m1"))
+    assert room.subscriptions == {"s1": sub("s1", "bob", "m1")}
+
+
+def test_own_subscription_and_unknown_sid(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    rooms.join("r", member("bob"))
+    rooms.join("r", member("carol"))
+    room.add_publication(pub("m1", "alice"))
+    room.add_publication(pub("m2", "alice"))
+    room.add_subscription(sub("s1", "bob", "m1"))
+    assert room.own_subscription("bob", "s1") == sub("s1", "bob", "m1")
+    assert room.own_subscription("bob", "s1", "m1") == sub("s1", "bob", "m1")
+    cases = [
+        ("bob", "s9", None),  # no such sid
+        ("carol", "s1", None),  # someone else's sid
+        ("carol", "s1", "m1"),
+        ("bob", "s1", "m2"),  # sid exists, but is to another stream
+        ("bob", "s1", "nope"),
+    ]
+    for uid, sid, mid in cases:
+        with pytest.raises(RoomError) as exc:
+            room.own_subscription(uid, sid, mid)
+        assert code(exc) == "unknown-sid", (uid, sid, mid)
+    assert "s1" in room.subscriptions
+
+
+def test_remove_publication_returns_its_subscriptions(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    rooms.join("r", member("bob"))
+    rooms.join("r", member("carol"))
+    room.add_publication(pub("m1", "alice"))
+    room.add_publication(pub("m2", "bob"))
+    room.add_subscription(sub("s1", "bob", "m1"))
+    room.add_subscription(sub("s2", "carol", "m1"))
+    room.add_subscription(sub("s3", "carol", "m2"))
+    removed, orphaned = room.remove_publication("m1")
+    assert removed == pub("m1", "alice")
+    assert sorted(s.sid for s in orphaned) == ["s1", "s2"]
+    assert list(room.publications) == ["m2"]
+    assert list(room.subscriptions) == ["s3"]
+    assert room.remove_subscription("s3") == sub("s3", "carol", "m2")
+    assert not room.subscriptions
+
+
+def test_leave_returns_everything_left_behind(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    rooms.join("r", member("bob"))
+    rooms.join("r", member("carol"))
+    room.add_publication(pub("a1", "alice"))
+    room.add_publication(pub("a2", "alice"))
+    room.add_publication(pub("b1", "bob"))
+    room.add_subscription(sub("s-bob-a1", "bob", "a1"))
+    room.add_subscription(sub("s-carol-a2", "carol", "a2"))
+    room.add_subscription(sub("s-carol-b1", "carol", "b1"))
+    room.add_subscription(sub("s-alice-b1", "alice", "b1"))
+    room.add_subscription(sub("s-alice-a1", "alice", "a1"))  # to her own stream
+
+    departure = rooms.leave("r", "alice")
+
+    assert departure.member == member("alice")
+    assert sorted(p.mid for p in departure.publications) == ["a1", "a2"]
+    assert sorted(s.sid for s in departure.subscriptions) == ["s-alice-a1", "s-alice-b1"]
+    assert sorted(s.sid for s in departure.orphaned) == ["s-bob-a1", "s-carol-a2"]
+    assert all(s.uid != "alice" for s in departure.orphaned)
+    # what remains belongs to the others only
+    assert sorted(room.members) == ["bob", "carol"]
+    assert list(room.publications) == ["b1"]
+    assert list(room.subscriptions) == ["s-carol-b1"]
+
+
+def test_leave_without_media_has_an_empty_departure(rooms: Rooms) -> None:
+    rooms.join("r", member("alice"))
+    departure = rooms.leave("r", "alice")
+    assert departure.publications == []
+    assert departure.subscriptions == []
+    assert departure.orphaned == []
+
+
+def test_leave_of_last_member_drops_the_room_with_its_state(rooms: Rooms) -> None:
+    room = rooms.join("r", member("alice"))
+    room.add_publication(pub("a1", "alice"))
+    room.add_subscription(sub("s1", "alice", "a1"))
+    rooms.join("other", member("bob"))
+    departure = rooms.leave("r", "alice")
+    assert [p.mid for p in departure.publications] == ["a1"]
+    assert [s.sid for s in departure.subscriptions] == ["s1"]
+    assert departure.orphaned == []
+    assert rooms.get("r") is None
+    assert [r.rid for r in rooms] == ["other"]
+
+
+def test_room_is_empty_and_repr() -> None:
+    room = Room("r")
+    assert room.is_empty()
+    room.members["a"] = member("a")
+    assert not room.is_empty()
+    assert "members=1" in repr(room)
+
+
+def test_room_error_carries_code_and_reason() -> None:
+    error = RoomError("not-owner", "because")
+    assert (error.code, error.reason, str(error)) == ("not-owner", "because", "not-owner: because")
