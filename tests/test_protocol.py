@@ -59,8 +59,9 @@ def fails(text: str) -> ProtocolError:
     return info.value
 
 
-def test_the_table_has_exactly_the_seed_002_methods() -> None:
-    assert set(REQUEST_MODELS) == set(VALID)
+def test_every_seed_002_method_is_known() -> None:
+    # Extensions may add methods; none of the seed-002 table may go missing.
+    assert set(VALID) <= set(REQUEST_MODELS)
 
 
 @pytest.mark.parametrize("method", sorted(VALID))
