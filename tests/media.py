@@ -13,6 +13,9 @@ from aiortc import MediaStreamTrack, VideoStreamTrack
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError
 from av import AudioFrame, VideoFrame
 
+from aiosfu.client import Subscription
+from tests.conftest import wait_for
+
 
 class PatternTrack(VideoStreamTrack):
     """A moving bar at a fixed size and frame rate: cheap to encode, easy to check."""
@@ -98,8 +101,8 @@ class FrameCounter:
                 await self._task
 
 
-async def wait_for_track(subscription, kind: str, timeout: float = 10.0) -> MediaStreamTrack:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while kind not in subscription.tracks:
-            await asyncio.sleep(0.02)
+async def wait_for_track(
+    subscription: Subscription, kind: str, timeout: float = 10.0
+) -> MediaStreamTrack:
+    await wait_for(lambda: kind in subscription.tracks, timeout)
     return subscription.tracks[kind]

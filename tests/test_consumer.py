@@ -380,35 +380,22 @@ async def test_write_failure_does_not_break_the_fan_out(clock: Clock) -> None:
     assert len(healthy.written) == 2
 
 
-async def test_padding_only_packets_are_not_forwarded(clock: Clock) -> None:
-    producer = video_producer(FakeUpstream())
-    _, output = await started_consumer(producer, first_seq=10)
-    await producer.on_rtp(rtp(11, b""))
-    assert len(output.written) == 1
-    assert producer.cache.get(11) is None
-    assert producer.packets_in == 1
-    # nor do they count as the publisher's stream before any media
-    fresh = video_producer(FakeUpstream())
-    await fresh.on_rtp(rtp(1, b"", ssrc=0x999))
-    assert fresh.ssrc is None and fresh.packets_in == 0
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="padding-only packets are dropped without renumbering, so the subscriber sees "
-    "a sequence gap (contradicting rewrite.py's 'gap-free') and NACKs it upstream",
-)
-async def test_dropped_padding_leaves_no_sequence_gap(clock: Clock) -> None:
+async def test_padding_only_packets_keep_the_sequence_gap_free(clock: Clock) -> None:
     upstream = FakeUpstream()
     producer = video_producer(upstream)
     consumer, output = await started_consumer(producer, first_seq=10)
     await producer.on_rtp(rtp(11, b""))  # padding (e.g. a bandwidth probe)
     await producer.on_rtp(rtp(12, INTER))
     seqs = [p.sequence_number for p in output.packets]
-    # the subscriber, seeing a gap, NACKs it: that must not cost an upstream request
+    assert seqs == [seqs[0], (seqs[0] + 1) & 0xFFFF, (seqs[0] + 2) & 0xFFFF]
+    assert producer.packets_in == 2  # padding is not media
+    # a NACK for the padding is answered from the cache, not sent upstream
     await consumer.on_nack([(seqs[0] + 1) & 0xFFFF])
-    assert seqs == [seqs[0], (seqs[0] + 1) & 0xFFFF]
     assert upstream.retransmissions == []
+    # padding before any media is not the publisher's stream
+    fresh = video_producer(FakeUpstream())
+    await fresh.on_rtp(rtp(1, b"", ssrc=0x999))
+    assert fresh.ssrc is None and fresh.packets_in == 0
 
 
 def test_stats_are_plain_values() -> None:

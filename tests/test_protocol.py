@@ -369,11 +369,6 @@ async def test_frame_above_max_frame_bytes_is_frame_too_large(ws_client: TestCli
     await ws.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="signal/http.py compares len(str) (characters) with max_frame_bytes, so a "
-    "non-ASCII frame of up to ~3x max_frame_bytes UTF-8 bytes is accepted",
-)
 async def test_frame_limit_counts_bytes_not_characters(ws_client: TestClient) -> None:
     ws = await ws_client.ws_connect("/ws?peer=alice")
     await _roundtrip(ws, frame("join", {"rid": "r"}, 1))

@@ -76,7 +76,8 @@ class Producer:
     async def on_rtp(self, packet: RtpPacket) -> None:
         payload = packet.payload
         if not payload:
-            return  # padding-only probe: nothing a subscriber could use
+            await self._forward_padding(packet)
+            return
         self.ssrc = packet.ssrc
         self.packets_in += 1
         self.bytes_in += len(payload)
@@ -91,6 +92,16 @@ class Producer:
         abs_send_time = (current_ntp_time() >> 14) & 0xFFFFFF
         for consumer in self.consumers:
             await consumer.send(packet, keyframe, abs_send_time)
+
+    async def _forward_padding(self, packet: RtpPacket) -> None:
+        """Padding-only packets (bandwidth probes) carry a sequence number of the stream:
+        forwarding them keeps every subscriber's sequence gap-free, so nobody NACKs them."""
+        if packet.ssrc != self.ssrc:
+            return
+        self.cache.put(packet)
+        abs_send_time = (current_ntp_time() >> 14) & 0xFFFFFF
+        for consumer in self.consumers:
+            await consumer.send(packet, False, abs_send_time)
 
     def on_sender_report(self, ssrc: int, ntp_timestamp: int, rtp_timestamp: int) -> None:
         if self.ssrc is not None and ssrc != self.ssrc:

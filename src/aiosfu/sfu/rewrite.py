@@ -97,13 +97,16 @@ class RtpRewriter:
 
     def rewrite(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
         ext = self._extensions(packet, abs_send_time)
+        padding = packet.padding_size
         header = _HEADER.pack(
-            0x90 if ext else 0x80,
+            (0x90 if ext else 0x80) | (0x20 if padding else 0),
             (packet.marker << 7) | self.params.payload_type,
             (packet.sequence_number + self.sequence_offset) & 0xFFFF,
             (packet.timestamp + self.timestamp_offset) & 0xFFFFFFFF,
             self.params.ssrc,
         )
+        if padding:
+            return header + ext + packet.payload + bytes(padding - 1) + bytes((padding,))
         return header + ext + packet.payload
 
     def retransmission(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:

@@ -45,11 +45,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                if len(message.data) > config.max_frame_bytes:
+                size = _utf8_size(message.data, config.max_frame_bytes)
+                if size > config.max_frame_bytes:
                     response = protocol.response_error(
                         None,
                         protocol.FRAME_TOO_LARGE,
-                        f"frame of {len(message.data)} bytes exceeds {config.max_frame_bytes}",
+                        f"frame of {size} bytes exceeds {config.max_frame_bytes}",
                     )
                 else:
                     response = await service.handle(session, message.data)
@@ -65,6 +66,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await service.detach(session)
         log.info("disconnected", uid=uid, code=ws.close_code)
     return ws
+
+
+def _utf8_size(text: str, limit: int) -> int:
+    """The frame's size on the wire; only encoded when characters alone don't decide."""
+    if len(text) > limit or len(text) * 4 <= limit:
+        return len(text)
+    return len(text.encode())
 
 
 async def _watch_keepalive(session: PeerSession, limit: float) -> None:
