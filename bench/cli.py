@@ -1,0 +1,151 @@
+"""`python -m bench`: load our server and two baselines with the same generator, in one run.
+
+`make bench` runs the default (short) set and rewrites the generated block of
+BENCHMARKS.md; `--full` measures longer. Loopback only: run it inside a network
+namespace that has nothing but `lo` (the Makefile does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import report
+from bench.media import Clip, prepare_clip
+from bench.run import SERVERS, Result, Scenario, mesh, one_to_many, run_one
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+ONE_TO_MANY = (1, 5, 10, 20, 40)
+MESH = (2, 3, 4, 5, 6)
+# MediaRelay encodes once per subscriber: past this many subscriptions on one core it only
+# shows how far it has fallen over, at the price of minutes of setup; --full runs them all.
+RELAY_QUICK_LIMIT = 12
+
+
+def parse_scenario(text: str) -> Scenario:
+    left, _, right = text.partition("v")
+    if not left.isdigit() or not right.isdigit():
+        raise argparse.ArgumentTypeError(f"scenario {text!r}: expected 1vN or NvN")
+    if int(left) == 1:
+        return one_to_many(int(right))
+    if left != right:
+        raise argparse.ArgumentTypeError(f"scenario {text!r}: only 1vN and NvN are defined")
+    return mesh(int(left))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, from {', '.join(SERVERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda s: [parse_scenario(x) for x in s.split(",") if x],
+        help="comma-separated 1vN / NvN (default: 1v1,1v5,1v10,1v20,1v40,2v2..6v6)",
+    )
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 3)")
+    parser.add_argument("--full", action="store_true", help="10 s windows, every baseline run")
+    parser.add_argument("--clip-seconds", type=float, default=4.0, help="length of the clip")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--write", action="store_true", help="update BENCHMARKS.md and bench/results/"
+    )
+    return parser
+
+
+def pick_cpus() -> tuple[set[int] | None, set[int] | None]:
+    """Server on one core, generator on another, when there are two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, {cpus[1]}
+
+
+def skip_reason(server: str, scenario: Scenario, full: bool) -> str | None:
+    if server == "aiortc-relay" and not full and scenario.subscriptions > RELAY_QUICK_LIMIT:
+        return f"not run in the short bench ({scenario.subscriptions} encoders; --full runs it)"
+    return None
+
+
+async def run_all(args: argparse.Namespace) -> list[Result]:
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        raise SystemExit(f"unknown server(s): {', '.join(unknown)}")
+    scenarios = args.scenarios or [one_to_many(n) for n in ONE_TO_MANY] + [mesh(n) for n in MESH]
+    duration = args.duration or (10.0 if args.full else 3.0)
+    server_cpus, generator_cpus = pick_cpus()
+    if generator_cpus:
+        os.sched_setaffinity(0, generator_cpus)
+    clip = prepare_clip(args.clip_seconds)
+    log_dir = RESULTS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for scenario in scenarios:
+        for server in servers:
+            reason = skip_reason(server, scenario, args.full)
+            if reason:
+                results.append(Result(server, scenario, notes=[reason]))
+                continue
+            result = await run_and_print(server, scenario, clip, duration, log_dir, server_cpus)
+            results.append(result)
+    return results
+
+
+async def run_and_print(
+    server: str,
+    scenario: Scenario,
+    clip: Clip,
+    duration: float,
+    log_dir: Path,
+    server_cpus: set[int] | None,
+) -> Result:
+    started = time.monotonic()
+    result = await run_one(server, scenario, clip, duration, log_dir, server_cpus)
+    figures = result.figures
+    summary = (
+        f"error: {result.error}"
+        if result.error
+        else f"{figures['cpu_us_per_packet_out']:.1f} µs/pkt out, "
+        f"{figures['cpu_percent']:.0f}% core, loss {figures['loss_percent'] or 0:.2f}%"
+    )
+    print(
+        f"{server:>13} {scenario.name:>5}: {summary} ({time.monotonic() - started:.0f} s)",
+        flush=True,
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    results = asyncio.run(run_all(args))
+    info = report.machine()
+    command = (
+        "make bench"
+        if os.environ.get("BENCH_FROM_MAKE")
+        else shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
+    )
+    if args.json:
+        report.write_json(results, info, args.json)
+    if args.write:
+        RESULTS.mkdir(exist_ok=True)
+        report.write_json(results, info, RESULTS / "latest.json")
+        plot_name = "cpu-loss.png"
+        has_plot = report.plot(results, RESULTS / plot_name)
+        body = report.markdown(
+            results, command, info, f"bench/results/{plot_name}" if has_plot else None
+        )
+        (RESULTS / "latest.md").write_text(body)
+        report.update_benchmarks_md(ROOT / "BENCHMARKS.md", body)
+    else:
+        print(report.markdown(results, command, info, None))
+    print(f"bench: {len(results)} runs in {time.monotonic() - started:.0f} s", flush=True)

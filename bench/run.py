@@ -1,0 +1,347 @@
+"""One scenario against one server: start it, connect publishers and subscribers, wait
+until media flows, measure a fixed window, tear everything down.
+
+Every figure comes from one window on one clock: the server's CPU time from /proc, the
+publishers' packet counters, and the subscribers' probes (see probe.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiortc import MediaStreamTrack, RTCPeerConnection
+
+from aiosfu.client import Client
+from aiosfu.sfu.ice import use_host_addresses
+from bench.janus import JanusDriver, start_janus
+from bench.media import Clip, PacedTrack, PreencodedAudioTrack, PreencodedVideoTrack
+from bench.probe import StreamProbe, attach_probes
+from bench.servers import (
+    ServerProcess,
+    process_cpu_seconds,
+    start_aiosfu,
+    start_relay,
+)
+
+ROOM = "bench"
+GENERATOR_BOUND_PERCENT = 85.0
+
+SERVERS: dict[str, Callable[[Path, set[int] | None], ServerProcess]] = {
+    "aiosfu": start_aiosfu,
+    "aiortc-relay": start_relay,
+    "janus": start_janus,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    publishers: int
+    subscribers: int  # per publisher
+    mesh: bool = False
+
+    @property
+    def subscriptions(self) -> int:
+        return self.publishers * self.subscribers
+
+
+def one_to_many(n: int) -> Scenario:
+    return Scenario(f"1v{n}", 1, n)
+
+
+def mesh(n: int) -> Scenario:
+    return Scenario(f"{n}v{n}", n, n - 1, mesh=True)
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: Scenario
+    figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Participant(Protocol):
+    async def publish(
+        self, tracks: Sequence[MediaStreamTrack]
+    ) -> tuple[str, RTCPeerConnection]: ...
+
+    async def subscribe(self, handle: str) -> RTCPeerConnection: ...
+
+    async def close(self) -> None: ...
+
+
+class Driver(Protocol):
+    async def start(self) -> None: ...
+
+    async def join(self, uid: str) -> Participant: ...
+
+    async def close(self) -> None: ...
+
+
+class ProtocolParticipant:
+    """A participant over our signaling protocol (our server and the relay baseline)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def publish(self, tracks: Sequence[MediaStreamTrack]) -> tuple[str, RTCPeerConnection]:
+        publication = await self.client.publish(ROOM, tracks)
+        return publication.mid, publication.pc
+
+    async def subscribe(self, handle: str) -> RTCPeerConnection:
+        return (await self.client.subscribe(ROOM, handle)).pc
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+
+class ProtocolDriver:
+    def __init__(self, server: ServerProcess) -> None:
+        self.url = server.ws_url
+
+    async def start(self) -> None:
+        pass
+
+    async def join(self, uid: str) -> ProtocolParticipant:
+        client = await Client.connect(self.url, uid, ice_ips=["127.0.0.1"])
+        await client.join(ROOM)
+        return ProtocolParticipant(client)
+
+    async def close(self) -> None:
+        pass
+
+
+def make_driver(server: ServerProcess) -> Driver:
+    # Every peer connection of the generator gathers on loopback only.
+    use_host_addresses(["127.0.0.1"])
+    if server.name == "janus":
+        return JanusDriver(server)
+    return ProtocolDriver(server)
+
+
+@dataclass
+class Publisher:
+    participant: Participant
+    handle: str
+    pc: RTCPeerConnection
+    tracks: list[PacedTrack]
+
+
+@dataclass
+class Subscription:
+    publisher: Publisher
+    started_at: float
+    probes: list[StreamProbe]
+
+    @property
+    def video(self) -> StreamProbe | None:
+        return next((p for p in self.probes if p.kind == "video"), None)
+
+
+async def packets_sent(publishers: Sequence[Publisher]) -> int:
+    total = 0
+    for publisher in publishers:
+        for sender in publisher.pc.getSenders():
+            report = await sender.getStats()
+            total += sum(
+                getattr(s, "packetsSent", 0) for s in report.values() if s.type == "outbound-rtp"
+            )
+    return total
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _publish(participant: Participant, clip: Clip) -> Publisher:
+    audio, video = PreencodedAudioTrack(clip), PreencodedVideoTrack(clip)
+    handle, pc = await participant.publish([audio, video])
+    for sender in pc.getSenders():
+        if sender.track is video:
+            # A PLI/FIR from the server makes aiortc call this; the clip has no encoder
+            # to force, so the track jumps to its next keyframe instead.
+            sender._send_keyframe = video.request_keyframe  # type: ignore[method-assign]
+    # Some servers (Janus) offer a feed to subscribers only once its media is up.
+    async with asyncio.timeout(15):
+        while pc.connectionState != "connected":
+            if pc.connectionState in ("failed", "closed"):
+                raise ConnectionError(f"publisher connection {pc.connectionState}")
+            await asyncio.sleep(0.02)
+    return Publisher(participant, handle, pc, [audio, video])
+
+
+async def _subscribe(
+    participant: Participant, publisher: Publisher, limit: asyncio.Semaphore
+) -> Subscription:
+    async with limit:
+        started_at = time.perf_counter()
+        pc = await participant.subscribe(publisher.handle)
+        return Subscription(publisher, started_at, attach_probes(pc, publisher.tracks, started_at))
+
+
+async def _wait_flowing(subscriptions: Sequence[Subscription], timeout: float) -> int:
+    """Wait until every subscription has had a keyframe; the count still waiting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = sum(
+            1 for s in subscriptions if s.video is None or s.video.first_keyframe_at is None
+        )
+        if not waiting:
+            return 0
+        await asyncio.sleep(0.05)
+    return sum(1 for s in subscriptions if s.video is None or s.video.first_keyframe_at is None)
+
+
+async def measure(
+    server: ServerProcess,
+    scenario: Scenario,
+    clip: Clip,
+    duration: float,
+    warmup: float = 1.0,
+    ready_timeout: float = 20.0,
+) -> Result:
+    result = Result(server.name, scenario)
+    driver = make_driver(server)
+    participants: list[Participant] = []
+    try:
+        await driver.start()
+        publishers: list[Publisher] = []
+        plan: list[tuple[Participant, Publisher]] = []
+        if scenario.mesh:
+            for i in range(scenario.publishers):
+                participants.append(await driver.join(f"m{i}"))
+            publishers = list(await asyncio.gather(*(_publish(p, clip) for p in participants)))
+            plan = [
+                (participants[i], publishers[j])
+                for i in range(scenario.publishers)
+                for j in range(scenario.publishers)
+                if i != j
+            ]
+        else:
+            for p in range(scenario.publishers):
+                owner = await driver.join(f"p{p}")
+                participants.append(owner)
+                publishers.append(await _publish(owner, clip))
+            for publisher in publishers:
+                for s in range(scenario.subscribers):
+                    viewer = await driver.join(f"s{len(participants)}-{s}")
+                    participants.append(viewer)
+                    plan.append((viewer, publisher))
+        limit = asyncio.Semaphore(8)
+        subscriptions = list(await asyncio.gather(*(_subscribe(p, pub, limit) for p, pub in plan)))
+        waiting = await _wait_flowing(subscriptions, ready_timeout)
+        if waiting:
+            result.notes.append(f"{waiting} of {len(subscriptions)} never got a keyframe")
+        await asyncio.sleep(warmup)
+
+        probes = [probe for s in subscriptions for probe in s.probes]
+        frames_before = {id(p): p.tracks[1].sent for p in publishers}
+        sent_before = await packets_sent(publishers)
+        cpu_before = server.cpu_seconds()
+        own_before = process_cpu_seconds(os.getpid())
+        wall_before = time.perf_counter()
+        for probe in probes:
+            probe.start_window()
+        await asyncio.sleep(duration)
+        for probe in probes:
+            probe.stop_window()
+        wall = time.perf_counter() - wall_before
+        cpu = server.cpu_seconds() - cpu_before
+        own = process_cpu_seconds(os.getpid()) - own_before
+        sent = await packets_sent(publishers) - sent_before
+        frames = {id(p): p.tracks[1].sent - frames_before[id(p)] for p in publishers}
+        rss = server.rss_bytes()
+        result.figures = summarize(subscriptions, probes, frames, sent, cpu, own, wall, rss)
+        if result.figures["generator_cpu_percent"] >= GENERATOR_BOUND_PERCENT:
+            result.notes.append("generator-bound: its own CPU was near one core")
+    except Exception as exc:  # a baseline that falls over is a result, not a crash
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for participant in participants:
+            await participant.close()
+        with contextlib.suppress(Exception):
+            await driver.close()
+    return result
+
+
+def summarize(
+    subscriptions: Sequence[Subscription],
+    probes: Sequence[StreamProbe],
+    frames_sent: dict[int, int],
+    sent: int,
+    cpu: float,
+    own: float,
+    wall: float,
+    rss: int,
+) -> dict[str, Any]:
+    received = sum(p.packets for p in probes)
+    expected = sum(p.expected for p in probes)
+    video = [s.video for s in subscriptions if s.video is not None]
+    latencies = [x for p in video for x in p.latencies]
+    first_packet = [
+        (p.first_packet_at - p.started_at) * 1000 for p in video if p.first_packet_at is not None
+    ]
+    first_keyframe = [
+        (p.first_keyframe_at - p.started_at) * 1000
+        for p in video
+        if p.first_keyframe_at is not None
+    ]
+    frames_expected = sum(frames_sent[id(s.publisher)] for s in subscriptions)
+    cpu_us = cpu * 1e6
+    return {
+        "cpu_us_per_packet_in": cpu_us / sent if sent else None,
+        "cpu_us_per_packet_out": cpu_us / received if received else None,
+        "cpu_percent": 100 * cpu / wall,
+        "pps_in": sent / wall,
+        "pps_out": received / wall,
+        "loss_percent": 100 * max(0, expected - received) / expected if expected else None,
+        "frames_delivered_percent": (
+            100 * sum(p.frames for p in video) / frames_expected if frames_expected else None
+        ),
+        "latency_p50_ms": _ms(_percentile(latencies, 0.5)),
+        "latency_p99_ms": _ms(_percentile(latencies, 0.99)),
+        "first_packet_ms": statistics.median(first_packet) if first_packet else None,
+        "first_keyframe_ms": statistics.median(first_keyframe) if first_keyframe else None,
+        "first_keyframe_max_ms": max(first_keyframe) if first_keyframe else None,
+        "rss_mb": rss / 2**20,
+        "generator_cpu_percent": 100 * own / wall,
+        "subscriptions": len(subscriptions),
+        "subscriptions_flowing": sum(1 for p in video if p.packets),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+async def run_one(
+    server_name: str,
+    scenario: Scenario,
+    clip: Clip,
+    duration: float,
+    log_dir: Path,
+    server_cpus: set[int] | None,
+) -> Result:
+    try:
+        server = await asyncio.to_thread(SERVERS[server_name], log_dir, server_cpus)
+    except Exception as exc:
+        return Result(server_name, scenario, error=f"did not start: {exc}")
+    try:
+        return await measure(server, scenario, clip, duration)
+    finally:
+        await asyncio.to_thread(server.stop)

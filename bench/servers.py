@@ -1,0 +1,139 @@
+"""The servers under test, each a child process pinned to its own core, measured from
+outside through /proc (CPU time of all its threads, resident memory)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of `pid`, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def pin_to(cpus: set[int] | None) -> Callable[[], None] | None:
+    if not cpus:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return process_rss_bytes(self.pid)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for step in self.cleanup:
+            step()
+
+
+def spawn(
+    name: str,
+    cmd: list[str],
+    port: int,
+    log_dir: Path,
+    cpus: set[int] | None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    log_path = log_dir / f"{name}-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            preexec_fn=pin_to(cpus),
+        )
+    return ServerProcess(name=name, proc=proc, port=port, log_path=log_path)
+
+
+def wait_listening(server: ServerProcess, timeout: float = 20.0) -> ServerProcess:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"{server.name} exited early:\n{server.log()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.2):
+                return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"{server.name} did not start:\n{server.log()[-3000:]}")
+
+
+def start_aiosfu(log_dir: Path, cpus: set[int] | None) -> ServerProcess:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "aiosfu", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--ice-ip", "127.0.0.1", "--log-level", "warning",
+    ]  # fmt: skip
+    return wait_listening(spawn("aiosfu", cmd, port, log_dir, cpus))
+
+
+def start_relay(log_dir: Path, cpus: set[int] | None) -> ServerProcess:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.relay_server", "--port", str(port)]
+    return wait_listening(spawn("aiortc-relay", cmd, port, log_dir, cpus))
