@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # can leave the machine.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps run test lint bench bench-deps clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,8 +41,20 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-bench: install
-	$(LOOPBACK_ONLY) $(BIN)/python -m bench
+# The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
+bench-deps: install
+	@missing=""; \
+	command -v janus >/dev/null 2>&1 || missing="$$missing janus"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null && [ -x $(BIN)/py-spy ] || \
+		$(BIN)/pip install --quiet -e '.[test,bench]'
+
+bench: bench-deps
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -111,12 +111,19 @@ async def run_and_print(
     started = time.monotonic()
     result = await run_one(server, scenario, clip, duration, log_dir, server_cpus)
     figures = result.figures
-    summary = (
-        f"error: {result.error}"
-        if result.error
-        else f"{figures['cpu_us_per_packet_out']:.1f} µs/pkt out, "
-        f"{figures['cpu_percent']:.0f}% core, loss {figures['loss_percent'] or 0:.2f}%"
-    )
+    if result.error:
+        summary = f"error: {result.error}"
+    else:
+        summary = ", ".join(
+            f"{report.format_figure(figures.get(key), fmt)} {label}"
+            for key, label, fmt in (
+                ("cpu_us_per_packet_out", "µs/pkt out", "{:.1f}"),
+                ("cpu_percent", "% core", "{:.0f}"),
+                ("loss_percent", "% loss", "{:.2f}"),
+            )
+        )
+    if result.notes:
+        summary += f" [{'; '.join(result.notes)}]"
     print(
         f"{server:>13} {scenario.name:>5}: {summary} ({time.monotonic() - started:.0f} s)",
         flush=True,

@@ -67,7 +67,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _fmt(value: Any, pattern: str) -> str:
+def format_figure(value: Any, pattern: str) -> str:
     if value is None:
         return "—"
     return pattern.format(value)
@@ -88,7 +88,7 @@ def server_table(results: Sequence[Result], server: str) -> str:
     rule = "|" + "---|" * (len(COLUMNS) + 2)
     lines = [header, rule]
     for r in rows:
-        cells = [_fmt(r.figures.get(key), fmt) for key, _, fmt in COLUMNS]
+        cells = [format_figure(r.figures.get(key), fmt) for key, _, fmt in COLUMNS]
         lines.append(f"| {r.scenario.name} | " + " | ".join(cells) + f" | {_notes(r)} |")
     return "\n".join(lines)
 
