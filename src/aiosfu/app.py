@@ -24,9 +24,16 @@ def build_app(config: Config) -> web.Application:
             cache_size=config.packet_cache_size,
             keyframe_request_interval=config.keyframe_request_interval,
             keyframe_retry_interval=config.keyframe_retry_interval,
+            record_dir=config.record_dir,
         )
     )
-    service = SignalService(Rooms(), sfu, config.signal_id)
+    recorded_rooms = set(config.record_rooms)
+    service = SignalService(
+        Rooms(),
+        sfu,
+        config.signal_id,
+        auto_record=lambda rid: config.record_all or rid in recorded_rooms,
+    )
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service

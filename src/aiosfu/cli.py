@@ -21,6 +21,8 @@ def _serve(args: argparse.Namespace) -> None:
             "ice_ips": args.ice_ip,
             "keepalive_timeout": args.keepalive_timeout,
             "log_level": args.log_level,
+            "record_dir": args.record_dir,
+            "record_all": args.record_all,
         },
     )
     configure(config.log_level)
@@ -55,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--keepalive-timeout", type=float, help="seconds before a silent peer is removed"
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--record-dir", metavar="DIR", help="where recordings are written")
+    serve.add_argument(
+        "--record-all",
+        action="store_true",
+        default=None,
+        help="record every publication from the moment it is published",
+    )
     serve.set_defaults(func=_serve)
     return parser
 

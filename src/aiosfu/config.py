@@ -31,7 +31,14 @@ class Config(BaseModel):
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)
     packet_cache_size: int = Field(512, ge=16)
+    record_dir: str = "recordings"
+    record_all: bool = False
+    record_rooms: list[str] = Field(default_factory=list)
     log_level: str = "info"
+
+
+# Env vars taken as they are, never parsed as JSON (a room directory named "2024" stays text).
+_PLAIN_STRINGS = ("host", "signal_id", "sfu_id", "record_dir")
 
 
 def _env_value(raw: str) -> Any:
@@ -55,6 +62,6 @@ def load_config(
     for name in Config.model_fields:
         raw = environ.get(f"AIOSFU_{name.upper()}")
         if raw is not None:
-            values[name] = _env_value(raw) if name not in ("host", "signal_id", "sfu_id") else raw
+            values[name] = _env_value(raw) if name not in _PLAIN_STRINGS else raw
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return Config(**values)

@@ -32,12 +32,33 @@ class Subscribed:
     sid: str
 
 
+@dataclass(frozen=True)
+class Recording:
+    """One publication recorded to one file on the SFU node that carries it."""
+
+    rid: str
+    mid: str
+    uid: str  # the publisher
+    file: str  # relative to that node's recording directory
+    started_at: float  # Unix time
+    # Known once it stopped:
+    duration: float = 0.0  # seconds of media in the file
+    size: int = 0  # bytes on disk; 0 means nothing was recorded and no file is left
+    reason: str = ""  # requested, unpublished, shutdown, error
+    error: str = ""
+
+
 class SfuListener(Protocol):
-    """Told when media ends on its own (the peer's transport failed or closed)."""
+    """Told when media ends on its own (the peer's transport failed or closed), and
+    when a recording starts or stops (asked for, or on its own: unpublish, disk full)."""
 
     async def publication_ended(self, rid: str, mid: str) -> None: ...
 
     async def subscription_ended(self, rid: str, sid: str) -> None: ...
+
+    async def recording_started(self, recording: Recording) -> None: ...
+
+    async def recording_stopped(self, recording: Recording) -> None: ...
 
 
 class Sfu(Protocol):
@@ -56,6 +77,14 @@ class Sfu(Protocol):
     async def unsubscribe(self, rid: str, sid: str) -> None: ...
 
     async def close_peer(self, rid: str, uid: str) -> None: ...
+
+    async def start_recording(self, rid: str, mid: str) -> Recording:
+        """Record a publication; the recording already running if there is one."""
+        ...
+
+    async def stop_recording(self, rid: str, mid: str) -> Recording:
+        """Stop and close the file; `SfuError("not-recording")` if none is running."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -23,9 +23,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
+from aiosfu.record import RecordingManager
 from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
 from aiosfu.sfu.consumer import Consumer
-from aiosfu.sfu.interface import Published, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
 from aiosfu.sfu.producer import Producer
 
 log = get_logger("aiosfu.sfu")
@@ -39,6 +40,7 @@ class SfuSettings:
     cache_size: int = 512
     keyframe_request_interval: float = 0.5
     keyframe_retry_interval: float = 1.0
+    record_dir: str = "recordings"
 
 
 @dataclass
@@ -104,6 +106,11 @@ class LocalSfu:
         self.subscribers: dict[str, SubscriberTransport] = {}
         self._listener: SfuListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.recordings = RecordingManager(
+            self.settings.record_dir,
+            on_started=lambda r: self._tell_listener("recording_started", r),
+            on_stopped=lambda r: self._tell_listener("recording_stopped", r),
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -206,6 +213,7 @@ class LocalSfu:
         transport = self.publishers.pop(mid, None)
         if transport is None:
             return
+        await self.recordings.stop(mid, "unpublished")
         for sid in [s.sid for s in self.subscribers.values() if s.mid == mid]:
             await self._close_subscriber(self.subscribers.pop(sid))
         transport.closing = True
@@ -227,10 +235,30 @@ class LocalSfu:
             await self.unpublish(rid, mid)
 
     async def close(self) -> None:
+        await self.recordings.close()
         for sid in list(self.subscribers):
             await self.unsubscribe(self.subscribers[sid].rid, sid)
         for mid in list(self.publishers):
             await self.unpublish(self.publishers[mid].rid, mid)
+
+    async def start_recording(self, rid: str, mid: str) -> Recording:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+        return await self.recordings.start(rid, publisher.uid, mid, publisher.producers)
+
+    async def stop_recording(self, rid: str, mid: str) -> Recording:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+        recording = await self.recordings.stop(mid, "requested")
+        if recording is None:
+            raise SfuError("not-recording", f"stream {mid!r} is not being recorded")
+        return recording
+
+    def _tell_listener(self, event: str, recording: Recording) -> None:
+        if self._listener is not None:
+            self._spawn(getattr(self._listener, event)(recording))
 
     async def _close_subscriber(self, transport: SubscriberTransport) -> None:
         transport.closing = True
@@ -290,4 +318,5 @@ class LocalSfu:
                 for t in p.pc.getTransceivers()
             ),
             "threads": sorted(t.name for t in threading.enumerate()),
+            "recordings": self.recordings.stats(),
         }

@@ -89,6 +89,13 @@ class UnsubscribeData(RoomData):
     sfuid: str = ""
 
 
+class RecordData(RoomData):
+    """Extension `record` (and `stop-record`): a publication to a file (docs/recording.md)."""
+
+    mid: Id
+    sfuid: str = ""
+
+
 class BroadcastData(RoomData):
     data: Any
 

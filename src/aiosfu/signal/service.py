@@ -14,7 +14,7 @@ from typing import Any
 
 from aiosfu.log import get_logger
 from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
-from aiosfu.sfu.interface import Sfu, SfuError
+from aiosfu.sfu.interface import Recording, Sfu, SfuError
 from aiosfu.signal import protocol
 from aiosfu.signal.protocol import (
     BroadcastData,
@@ -24,6 +24,7 @@ from aiosfu.signal.protocol import (
     Model,
     ProtocolError,
     PublishData,
+    RecordData,
     SubscribeData,
     UnpublishData,
     UnsubscribeData,
@@ -36,7 +37,13 @@ Handler = Callable[[PeerSession, Any], Awaitable[dict[str, Any]]]
 
 
 class SignalService:
-    def __init__(self, rooms: Rooms, sfu: Sfu, signal_id: str) -> None:
+    def __init__(
+        self,
+        rooms: Rooms,
+        sfu: Sfu,
+        signal_id: str,
+        auto_record: Callable[[str], bool] = lambda rid: False,
+    ) -> None:
         self.rooms = rooms
         self.sfu = sfu
         self.signal_id = signal_id
@@ -50,6 +57,9 @@ class SignalService:
         self.register("subscribe", SubscribeData, self.subscribe)
         self.register("unsubscribe", UnsubscribeData, self.unsubscribe)
         self.register("broadcast", BroadcastData, self.broadcast)
+        self.register("record", RecordData, self.record)
+        self.register("stop-record", RecordData, self.stop_record)
+        self.auto_record = auto_record  # rid -> record every publication of that room
         sfu.set_listener(self)
 
     def register(self, method: str, model: type[Model], handler: Handler) -> None:
@@ -186,6 +196,8 @@ class SignalService:
             raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
+        if self.auto_record(data.rid):
+            await self._record_automatically(pub)
         return {
             "jsep": {"type": "answer", "sdp": published.answer_sdp},
             "mid": published.mid,
@@ -244,6 +256,42 @@ class SignalService:
         )
         return {}
 
+    # --- recording (extension, docs/recording.md) --------------------------------------
+
+    async def record(self, session: PeerSession, data: RecordData) -> dict[str, Any]:
+        self._check_sfu(data.sfuid)
+        room = self.rooms.member_room(data.rid, session.uid)
+        room.publication(data.mid)
+        return _recording_info(await self.sfu.start_recording(data.rid, data.mid))
+
+    async def stop_record(self, session: PeerSession, data: RecordData) -> dict[str, Any]:
+        self._check_sfu(data.sfuid)
+        room = self.rooms.member_room(data.rid, session.uid)
+        room.publication(data.mid)
+        return _recording_info(await self.sfu.stop_recording(data.rid, data.mid))
+
+    async def _record_automatically(self, pub: Publication) -> None:
+        try:
+            await self.sfu.start_recording(pub.rid, pub.mid)
+        except SfuError as exc:  # publishing goes on; the room hears why nothing records
+            log.warning("record-failed", rid=pub.rid, mid=pub.mid, code=exc.code, reason=exc.reason)
+            room = self.rooms.get(pub.rid)
+            if room is not None:
+                info = {"rid": pub.rid, "mid": pub.mid, "uid": pub.uid, "file": None}
+                await self.notify_room(
+                    room, "record-stopped", {**info, "reason": "error", "error": exc.reason}
+                )
+
+    async def recording_started(self, recording: Recording) -> None:
+        room = self.rooms.get(recording.rid)
+        if room is not None:
+            await self.notify_room(room, "record-started", _recording_info(recording))
+
+    async def recording_stopped(self, recording: Recording) -> None:
+        room = self.rooms.get(recording.rid)
+        if room is not None:
+            await self.notify_room(room, "record-stopped", _recording_info(recording))
+
     # --- media ended on its own (SfuListener) -----------------------------------------
 
     async def publication_ended(self, rid: str, mid: str) -> None:
@@ -273,3 +321,21 @@ class SignalService:
 def _pub_info(pub: Publication) -> dict[str, Any]:
     info = asdict(pub)
     return {k: info[k] for k in ("mid", "minfo", "rid", "sfuid", "uid")}
+
+
+def _recording_info(recording: Recording) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "rid": recording.rid,
+        "mid": recording.mid,
+        "uid": recording.uid,
+        "file": recording.file,
+        "startedAt": recording.started_at,
+    }
+    if recording.reason:  # it has stopped
+        info.update(
+            reason=recording.reason,
+            duration=recording.duration,
+            size=recording.size,
+            error=recording.error,
+        )
+    return info
