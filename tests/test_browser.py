@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, wait_for
+from tests.conftest import ServerProcess, wait_for
 from playwright.async_api import Browser, Page, async_playwright
 
 pytestmark = pytest.mark.browser
