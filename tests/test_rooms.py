@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiosfu.room import Member, Publication, Room, RoomError, Rooms, Subscription
+from aiosfu.room import Member, Publication, Room, RoomError, RoomPolicy, Rooms, Subscription
 
 
 def member(uid: str) -> Member:
@@ -242,3 +242,78 @@ def test_room_is_empty_and_repr() -> None:
 def test_room_error_carries_code_and_reason() -> None:
     error = RoomError("not-owner", "because")
     assert (error.code, error.reason, str(error)) == ("not-owner", "because", "not-owner: because")
+
+
+# --- room modes and capacity (P2P / mesh rooms) ---------------------------------------
+
+
+def test_first_joiner_chooses_mode_and_capacity_later_joiners_repeat_or_omit() -> None:
+    rooms = Rooms()
+    room = rooms.join("r", member("alice"), mode="p2p", capacity=2)
+    assert (room.mode, room.capacity) == ("p2p", 2)
+    rooms.join("r", member("bob"), mode="p2p")
+    assert sorted(room.members) == ["alice", "bob"]
+    default = rooms.join("plain", member("alice"))
+    assert (default.mode, default.capacity) == ("sfu", 0)
+    mesh = rooms.join("mesh", member("alice"), mode="p2p")
+    assert mesh.capacity == 6  # seed 004: a mesh holds about six
+
+
+def test_mismatched_mode_or_capacity_is_refused_and_changes_nothing() -> None:
+    rooms = Rooms()
+    room = rooms.join("r", member("alice"), mode="p2p", capacity=3)
+    for mode, capacity in (("sfu", None), (None, 4), ("p2p", 2)):
+        with pytest.raises(RoomError) as exc:
+            rooms.join("r", member("bob"), mode=mode, capacity=capacity)
+        assert code(exc) == "room-mismatch"
+    assert list(room.members) == ["alice"]
+
+
+def test_a_full_room_refuses_the_next_joiner_and_changes_nothing() -> None:
+    rooms = Rooms()
+    room = rooms.join("r", member("alice"), mode="p2p", capacity=2)
+    rooms.join("r", member("bob"))
+    with pytest.raises(RoomError) as exc:
+        rooms.join("r", member("carol"))
+    assert code(exc) == "room-full" and "2" in exc.value.reason
+    assert sorted(room.members) == ["alice", "bob"]
+    with pytest.raises(RoomError) as exc:  # already being in it is reported as such
+        rooms.join("r", member("bob"))
+    assert code(exc) == "already-joined"
+    rooms.leave("r", "bob")
+    rooms.join("r", member("carol"))  # a seat freed up
+    assert sorted(room.members) == ["alice", "carol"]
+
+
+def test_capacity_is_limited_per_mode_by_policy() -> None:
+    rooms = Rooms(RoomPolicy(capacities={"sfu": 0, "p2p": 4}))
+    with pytest.raises(RoomError) as exc:
+        rooms.join("r", member("alice"), mode="p2p", capacity=5)
+    assert code(exc) == "capacity-too-large" and "1 to 4" in exc.value.reason
+    assert rooms.get("r") is None
+    assert rooms.join("big", member("alice"), capacity=500).capacity == 500  # sfu: no limit
+    for uid in "abcd":
+        rooms.join("mesh", member(uid), mode="p2p")
+    with pytest.raises(RoomError) as exc:
+        rooms.join("mesh", member("e"))
+    assert code(exc) == "room-full"
+
+
+def test_presets_and_default_mode_come_from_policy() -> None:
+    rooms = Rooms(RoomPolicy(default_mode="p2p", presets={"tutor": ("p2p", 2), "hall": ("sfu", 0)}))
+    assert rooms.join("any", member("alice")).mode == "p2p"
+    tutor = rooms.join("tutor", member("alice"))
+    assert (tutor.mode, tutor.capacity) == ("p2p", 2)
+    with pytest.raises(RoomError) as exc:  # the first joiner cannot override a preset
+        rooms.join("hall", member("alice"), mode="p2p")
+    assert code(exc) == "room-mismatch"
+    assert rooms.get("hall") is None
+
+
+def test_media_through_the_server_only_in_sfu_rooms() -> None:
+    rooms = Rooms()
+    rooms.join("s", member("alice")).require_sfu("publish")
+    mesh = rooms.join("m", member("alice"), mode="p2p")
+    with pytest.raises(RoomError) as exc:
+        mesh.require_sfu("publish")
+    assert code(exc) == "p2p-room" and "publish" in exc.value.reason

@@ -6,10 +6,11 @@ from aiohttp import web
 
 from aiosfu.config import Config
 from aiosfu.log import get_logger
-from aiosfu.room import Rooms
+from aiosfu.room import RoomPolicy, Rooms
 from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 from aiosfu.sfu.local import LocalSfu, SfuSettings
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
+from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 
 log = get_logger("aiosfu.app")
@@ -24,16 +25,24 @@ def build_app(config: Config) -> web.Application:
             cache_size=config.packet_cache_size,
             keyframe_request_interval=config.keyframe_request_interval,
             keyframe_retry_interval=config.keyframe_retry_interval,
+            datachannel_max_message_bytes=config.datachannel_max_message_bytes,
+            datachannel_buffer_bytes=config.datachannel_buffer_bytes,
             record_dir=config.record_dir,
         )
     )
+    policy = RoomPolicy(
+        default_mode=config.room_mode,
+        capacities={"sfu": config.sfu_room_capacity, "p2p": config.p2p_room_capacity},
+        presets={rid: (room.mode, room.capacity) for rid, room in config.rooms.items()},
+    )
     recorded_rooms = set(config.record_rooms)
     service = SignalService(
-        Rooms(),
+        Rooms(policy),
         sfu,
         config.signal_id,
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
     )
+    P2PRelay(service)
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service

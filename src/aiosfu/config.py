@@ -10,11 +10,18 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SAMPLE_PATH = Path(__file__).with_name("config.sample.toml")
+
+
+class RoomPreset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["sfu", "p2p"] = "sfu"
+    capacity: int = Field(0, ge=0)
 
 
 class Config(BaseModel):
@@ -31,6 +38,12 @@ class Config(BaseModel):
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)
     packet_cache_size: int = Field(512, ge=16)
+    room_mode: Literal["sfu", "p2p"] = "sfu"
+    sfu_room_capacity: int = Field(0, ge=0)
+    p2p_room_capacity: int = Field(6, ge=0)
+    rooms: dict[str, RoomPreset] = Field(default_factory=dict)
+    datachannel_max_message_bytes: int = Field(16384, ge=256, le=262_144)
+    datachannel_buffer_bytes: int = Field(1_048_576, ge=4096)
     record_dir: str = "recordings"
     record_all: bool = False
     record_rooms: list[str] = Field(default_factory=list)

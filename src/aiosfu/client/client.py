@@ -17,6 +17,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from aiosfu.client.datachannel import RoomChannel
 from aiosfu.client.signaling import SignalingClient
 from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 
@@ -27,6 +28,7 @@ class Publication:
     mid: str
     sfuid: str
     pc: RTCPeerConnection
+    channels: dict[str, RoomChannel] = field(default_factory=dict)  # by label
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Client:
         self.rooms: set[str] = set()
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        # Things built on this client that hold their own peer connections (aiosfu.client.p2p).
+        self.attached: list[Any] = []
         self._keepalive = asyncio.ensure_future(self._keep_alive())
 
     @classmethod
@@ -95,11 +99,19 @@ class Client:
             await self.subscriptions.pop(key).pc.close()
 
     async def publish(
-        self, rid: str, tracks: Sequence[MediaStreamTrack], minfo: dict[str, Any] | None = None
+        self,
+        rid: str,
+        tracks: Sequence[MediaStreamTrack],
+        minfo: dict[str, Any] | None = None,
+        *,
+        data_channels: Sequence[str] = (),
     ) -> Publication:
+        """Publish `tracks`; `data_channels` labels open channels the SFU relays to the
+        other peers of the room with a channel of the same label (tracks may then be empty)."""
         pc = self._peer_connection()
         for track in tracks:
             pc.addTransceiver(track, direction="sendonly")
+        channels = {label: RoomChannel(pc.createDataChannel(label)) for label in data_channels}
         await pc.setLocalDescription(await pc.createOffer())
         if minfo is None:
             kinds = {t.kind for t in tracks}
@@ -109,6 +121,8 @@ class Client:
                 "audiotype": 0,
                 "videotype": 0,
             }
+            if channels:
+                minfo["data"] = True
         try:
             result = await self.request(
                 "publish",
@@ -122,7 +136,9 @@ class Client:
         except BaseException:
             await pc.close()
             raise
-        publication = Publication(rid=rid, mid=result["mid"], sfuid=result["sfuid"], pc=pc)
+        publication = Publication(
+            rid=rid, mid=result["mid"], sfuid=result["sfuid"], pc=pc, channels=channels
+        )
         self.publications[publication.mid] = publication
         return publication
 
@@ -210,6 +226,8 @@ class Client:
             await publication.pc.close()
         for subscription in self.subscriptions.values():
             await subscription.pc.close()
+        for attached in self.attached:
+            await attached.close()
         self.publications.clear()
         self.subscriptions.clear()
         await self.signaling.close()

@@ -3,11 +3,23 @@
 from aiosfu.room.rooms import (
     Departure,
     Member,
+    Mode,
     Publication,
     Room,
     RoomError,
+    RoomPolicy,
     Rooms,
     Subscription,
 )
 
-__all__ = ["Departure", "Member", "Publication", "Room", "RoomError", "Rooms", "Subscription"]
+__all__ = [
+    "Departure",
+    "Member",
+    "Mode",
+    "Publication",
+    "Room",
+    "RoomError",
+    "RoomPolicy",
+    "Rooms",
+    "Subscription",
+]

@@ -7,8 +7,12 @@ and the rules are tested without sockets or WebRTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+Mode = Literal["sfu", "p2p"]
+MODES: tuple[Mode, ...] = ("sfu", "p2p")
 
 
 class RoomError(Exception):
@@ -34,6 +38,7 @@ class Publication:
     rid: str
     sfuid: str
     minfo: dict[str, Any]
+    has_media: bool = True  # False: data channels only, never announced as a stream
 
 
 @dataclass(frozen=True)
@@ -55,21 +60,50 @@ class Departure:
     orphaned: list[Subscription] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RoomPolicy:
+    """How a room's mode and capacity are chosen when its first member joins.
+
+    `capacities` is the default per mode and also the most a joiner may ask for (0: no
+    limit): a mesh sends every stream to every peer, so past a handful of peers each
+    browser's uplink gives out (seed 004 puts the mesh limit at 6). `presets` fix a
+    room's mode and capacity by configuration; joiners may then only repeat them.
+    """
+
+    default_mode: Mode = "sfu"
+    capacities: Mapping[str, int] = field(default_factory=lambda: {"sfu": 0, "p2p": 6})
+    presets: Mapping[str, tuple[Mode, int]] = field(default_factory=dict)
+
+
 class Room:
-    def __init__(self, rid: str) -> None:
+    def __init__(self, rid: str, mode: Mode = "sfu", capacity: int = 0) -> None:
         self.rid = rid
+        self.mode: Mode = mode
+        self.capacity = capacity  # most members at once; 0: no limit
         self.members: dict[str, Member] = {}
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
 
     def __repr__(self) -> str:
         return (
-            f"Room({self.rid!r}, members={len(self.members)}, "
+            f"Room({self.rid!r}, mode={self.mode}, members={len(self.members)}, "
             f"publications={len(self.publications)}, subscriptions={len(self.subscriptions)})"
         )
 
     def is_empty(self) -> bool:
         return not self.members
+
+    def is_full(self) -> bool:
+        return bool(self.capacity) and len(self.members) >= self.capacity
+
+    def require_sfu(self, what: str) -> None:
+        """Media through the server exists only in sfu rooms; a mesh room keeps it off."""
+        if self.mode != "sfu":
+            raise RoomError(
+                "p2p-room",
+                f"room {self.rid!r} is a p2p (mesh) room: media goes directly between peers "
+                f"(offer/answer/candidate), so {what} is not available",
+            )
 
     def others(self, uid: str) -> list[Member]:
         return [m for m in self.members.values() if m.uid != uid]
@@ -124,7 +158,8 @@ class Room:
 class Rooms:
     """Every room of this node, created on first join and dropped when the last member leaves."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: RoomPolicy | None = None) -> None:
+        self.policy = policy or RoomPolicy()
         self._rooms: dict[str, Room] = {}
 
     def __len__(self) -> int:
@@ -143,15 +178,47 @@ class Rooms:
             raise RoomError("not-in-room", f"peer {uid!r} has not joined room {rid!r}")
         return room
 
-    def join(self, rid: str, member: Member) -> Room:
+    def join(
+        self, rid: str, member: Member, mode: Mode | None = None, capacity: int | None = None
+    ) -> Room:
+        """Add `member`; the first joiner may choose the mode and capacity, later joiners
+        may repeat them or say nothing. A refused join changes nothing."""
         room = self._rooms.get(rid)
         if room is None:
-            room = Room(rid)
+            room = self._new_room(rid, mode, capacity)
         if member.uid in room.members:
             raise RoomError("already-joined", f"peer {member.uid!r} is already in room {rid!r}")
+        if mode is not None and mode != room.mode:
+            raise RoomError("room-mismatch", f"room {rid!r} is a {room.mode} room, not {mode}")
+        if capacity is not None and capacity != room.capacity:
+            raise RoomError(
+                "room-mismatch", f"room {rid!r} has capacity {room.capacity}, not {capacity}"
+            )
+        if room.is_full():
+            raise RoomError(
+                "room-full", f"room {rid!r} is full ({room.capacity} of {room.capacity} members)"
+            )
         room.members[member.uid] = member
         self._rooms[rid] = room
         return room
+
+    def _new_room(self, rid: str, mode: Mode | None, capacity: int | None) -> Room:
+        preset = self.policy.presets.get(rid)
+        if preset is not None:
+            return Room(rid, *preset)  # join() then checks the joiner's values against it
+        chosen: Mode = mode or self.policy.default_mode
+        if chosen not in MODES:
+            raise RoomError("invalid-params", f"room mode must be one of {MODES}, not {chosen!r}")
+        limit = self.policy.capacities.get(chosen, 0)
+        if capacity is None:
+            return Room(rid, chosen, limit)
+        if capacity < 1 or (limit and capacity > limit):
+            most = f"1 to {limit}" if limit else "at least 1"
+            raise RoomError(
+                "capacity-too-large" if capacity >= 1 else "invalid-params",
+                f"a {chosen} room holds {most} members, not {capacity}",
+            )
+        return Room(rid, chosen, capacity)
 
     def leave(self, rid: str, uid: str) -> Departure:
         room = self.member_room(rid, uid)

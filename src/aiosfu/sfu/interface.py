@@ -24,6 +24,8 @@ class Published:
     answer_sdp: str
     mid: str
     sfuid: str
+    # False for a data-channel-only publish: nothing to subscribe to, so not announced.
+    has_media: bool = True
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ with RTP forwarded between them by Producers and Consumers, never decoded.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 from collections import deque
@@ -26,6 +27,7 @@ from aiosfu.log import get_logger
 from aiosfu.record import RecordingManager
 from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
 from aiosfu.sfu.consumer import Consumer
+from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
 from aiosfu.sfu.producer import Producer
 
@@ -40,6 +42,8 @@ class SfuSettings:
     cache_size: int = 512
     keyframe_request_interval: float = 0.5
     keyframe_retry_interval: float = 1.0
+    datachannel_max_message_bytes: int = 16384
+    datachannel_buffer_bytes: int = 1 << 20
     record_dir: str = "recordings"
 
 
@@ -73,11 +77,16 @@ def _parse_offer(sdp: str) -> SessionDescription:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the text trips it on
         raise SfuError("bad-sdp", f"the offer SDP cannot be parsed: {exc}") from exc
-    if not any(m.kind in MEDIA_KINDS for m in description.media):
-        raise SfuError("bad-sdp", "the offer has no audio or video m-line")
+    if not any(m.kind in (*MEDIA_KINDS, "application") for m in description.media):
+        raise SfuError("bad-sdp", "the offer has no audio, video or application m-line")
     if not description.media or not description.media[0].ice.usernameFragment:
         raise SfuError("bad-sdp", "the offer has no ICE credentials")
     return description
+
+
+def _limit_message_size(answer_sdp: str, limit: int) -> str:
+    """Advertise the relay's message limit, so compliant peers refuse bigger sends locally."""
+    return re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{limit}", answer_sdp)
 
 
 def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters | None:
@@ -106,6 +115,10 @@ class LocalSfu:
         self.subscribers: dict[str, SubscriberTransport] = {}
         self._listener: SfuListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.data = DataRelay(
+            max_message_bytes=self.settings.datachannel_max_message_bytes,
+            buffer_bytes=self.settings.datachannel_buffer_bytes,
+        )
         self.recordings = RecordingManager(
             self.settings.record_dir,
             on_started=lambda r: self._tell_listener("recording_started", r),
@@ -125,10 +138,12 @@ class LocalSfu:
         return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
     async def publish(self, rid: str, uid: str, offer_sdp: str, minfo: dict[str, Any]) -> Published:
-        _parse_offer(offer_sdp)
+        offer = _parse_offer(offer_sdp)
+        with_data = any(m.kind == "application" for m in offer.media)
         mid = _new_id(uid)
         pc = self._new_peer_connection()
         transport = PublisherTransport(mid=mid, rid=rid, uid=uid, pc=pc)
+        pc.on("datachannel", lambda channel: self.data.attach(rid, uid, mid, channel))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
@@ -157,7 +172,7 @@ class LocalSfu:
                 on_sender_report=producer.on_sender_report,
             )
             transport.producers.append(producer)
-        if not transport.producers:
+        if not transport.producers and not with_data:
             await pc.close()
             raise SfuError("codec-unsupported", "no offered audio/video codec can be received")
         self.publishers[mid] = transport
@@ -168,8 +183,16 @@ class LocalSfu:
             uid=uid,
             mid=mid,
             tracks=",".join(f"{p.kind}:{p.mime_type}" for p in transport.producers),
+            data=with_data,
         )
-        return Published(answer_sdp=pc.localDescription.sdp, mid=mid, sfuid=self.sfuid)
+        return Published(
+            answer_sdp=_limit_message_size(
+                pc.localDescription.sdp, self.settings.datachannel_max_message_bytes
+            ),
+            mid=mid,
+            sfuid=self.sfuid,
+            has_media=bool(transport.producers),
+        )
 
     async def subscribe(self, rid: str, uid: str, mid: str, offer_sdp: str) -> Subscribed:
         publisher = self.publishers.get(mid)
@@ -219,6 +242,7 @@ class LocalSfu:
         transport.closing = True
         for producer in transport.producers:
             producer.close()
+        self.data.close_mid(mid)
         await transport.pc.close()
         log.info("unpublish", rid=rid, mid=mid)
 
@@ -318,5 +342,6 @@ class LocalSfu:
                 for t in p.pc.getTransceivers()
             ),
             "threads": sorted(t.name for t in threading.enumerate()),
+            "datachannels": self.data.stats(),
             "recordings": self.recordings.stats(),
         }

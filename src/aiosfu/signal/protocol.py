@@ -20,6 +20,8 @@ INVALID_PARAMS = "invalid-params"
 FRAME_TOO_LARGE = "frame-too-large"
 UNKNOWN_SFU = "unknown-sfu"
 INTERNAL_ERROR = "internal-error"
+UNKNOWN_PEER = "unknown-peer"
+NO_CONNECTION = "no-connection"
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -57,6 +59,9 @@ class RoomData(Model):
 
 class JoinData(RoomData):
     bizid: str = Field("", max_length=256)
+    # Extensions: the first joiner chooses; later joiners repeat or omit (docs/p2p.md).
+    mode: Literal["sfu", "p2p"] | None = None
+    capacity: StrictInt | None = Field(None, ge=1, le=100_000)
 
 
 class LeaveData(RoomData):
@@ -98,6 +103,39 @@ class RecordData(RoomData):
 
 class BroadcastData(RoomData):
     data: Any
+
+
+class AnswerJsep(Model):
+    type: Literal["answer"]
+    sdp: str = Field(min_length=1)
+
+
+class IceCandidate(Model):
+    """RTCIceCandidateInit as browsers serialize it; an empty `candidate` ends a generation."""
+
+    candidate: str = Field(max_length=2048)
+    sdpMid: str | None = Field(None, max_length=256)
+    sdpMLineIndex: StrictInt | None = Field(None, ge=0, le=1024)
+    usernameFragment: str | None = Field(None, max_length=256)
+
+
+class RelayData(Model):
+    """P2P relay: delivered to peer `to` as a notification of the same method with `from`."""
+
+    rid: Id | None = None
+    to: Id
+
+
+class OfferData(RelayData):
+    jsep: Jsep
+
+
+class AnswerData(RelayData):
+    jsep: AnswerJsep
+
+
+class CandidateData(RelayData):
+    candidate: IceCandidate | None  # required; null means end of candidates
 
 
 REQUEST_MODELS: dict[str, type[Model]] = {

@@ -49,6 +49,10 @@ class SignalService:
         self.signal_id = signal_id
         self.sessions: dict[str, PeerSession] = {}
         self.handlers: dict[str, tuple[type[Model], Handler]] = {}
+        # Extensions hear of departures (uid, rid; rid None: the socket is gone) and add
+        # their own sections to stats().
+        self.departure_listeners: list[Callable[[str, str | None], None]] = []
+        self.stat_sources: dict[str, Callable[[], Any]] = {}
         self.register("join", JoinData, self.join)
         self.register("leave", LeaveData, self.leave)
         self.register("keepalive", KeepaliveData, self.keepalive)
@@ -89,6 +93,8 @@ class SignalService:
         finally:
             if self.sessions.get(session.uid) is session:
                 del self.sessions[session.uid]
+            for listener in self.departure_listeners:
+                listener(session.uid, None)
             session.closed.set()
 
     async def handle(self, session: PeerSession, text: str) -> dict[str, Any]:
@@ -137,7 +143,7 @@ class SignalService:
 
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
         member = Member(uid=session.uid, signalid=self.signal_id, bizid=data.bizid)
-        room = self.rooms.join(data.rid, member)
+        room = self.rooms.join(data.rid, member, data.mode, data.capacity)
         session.rooms.add(data.rid)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
         await self.notify_room(
@@ -146,13 +152,17 @@ class SignalService:
             {"rid": data.rid, "uid": session.uid, "bizid": data.bizid},
             exclude=session.uid,
         )
-        return {
-            "pubs": [_pub_info(p) for p in room.publications.values()],
+        response: dict[str, Any] = {
+            "pubs": [_pub_info(p) for p in room.publications.values() if p.has_media],
             "users": [
                 {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
                 for m in room.others(session.uid)
             ],
         }
+        # Seed 002's exact response for a plain room; the mode and capacity when they matter.
+        if room.mode != "sfu" or room.capacity or data.mode or data.capacity:
+            response.update(mode=room.mode, capacity=room.capacity)
+        return response
 
     async def leave(self, session: PeerSession, data: LeaveData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid)
@@ -165,6 +175,8 @@ class SignalService:
             departure = self.rooms.leave(rid, session.uid)
         except RoomError:
             return
+        for listener in self.departure_listeners:
+            listener(session.uid, rid)
         await self.sfu.close_peer(rid, session.uid)
         await self._announce_departure(rid, departure)
         log.info("leave", rid=rid, uid=session.uid)
@@ -173,7 +185,7 @@ class SignalService:
         room = self.rooms.get(rid)
         if room is None:
             return
-        for pub in departure.publications:
+        for pub in [p for p in departure.publications if p.has_media]:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
@@ -184,20 +196,26 @@ class SignalService:
         return {}
 
     async def publish(self, session: PeerSession, data: PublishData) -> dict[str, Any]:
-        self.rooms.member_room(data.rid, session.uid)
+        self.rooms.member_room(data.rid, session.uid).require_sfu("publish")
         minfo = data.minfo.model_dump()
         published = await self.sfu.publish(data.rid, session.uid, data.jsep.sdp, minfo)
         pub = Publication(
-            mid=published.mid, uid=session.uid, rid=data.rid, sfuid=published.sfuid, minfo=minfo
+            mid=published.mid,
+            uid=session.uid,
+            rid=data.rid,
+            sfuid=published.sfuid,
+            minfo=minfo,
+            has_media=published.has_media,
         )
         room = self.rooms.get(data.rid)
         if room is None or session.uid not in room.members:
             await self.sfu.unpublish(data.rid, published.mid)
             raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
-        await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
-        if self.auto_record(data.rid):
-            await self._record_automatically(pub)
+        if pub.has_media:  # a data-only publish has nothing to subscribe to
+            await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
+            if self.auto_record(data.rid):
+                await self._record_automatically(pub)
         return {
             "jsep": {"type": "answer", "sdp": published.answer_sdp},
             "mid": published.mid,
@@ -216,6 +234,8 @@ class SignalService:
         if mid not in room.publications:
             return
         pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
+        if not pub.has_media:
+            return
         await self.notify_room(
             room,
             "stream-remove",
@@ -227,6 +247,7 @@ class SignalService:
     async def subscribe(self, session: PeerSession, data: SubscribeData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
+        room.require_sfu("subscribe")
         room.publication(data.mid)
         subscribed = await self.sfu.subscribe(data.rid, session.uid, data.mid, data.jsep.sdp)
         try:
@@ -309,12 +330,15 @@ class SignalService:
             "peers": len(self.sessions),
             "rooms": {
                 room.rid: {
+                    "mode": room.mode,
+                    "capacity": room.capacity,
                     "members": sorted(room.members),
                     "publications": sorted(room.publications),
                     "subscriptions": len(room.subscriptions),
                 }
                 for room in self.rooms
             },
+            **{name: source() for name, source in self.stat_sources.items()},
         }
 
 
