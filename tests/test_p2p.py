@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aiosfu.client import Client, Mesh, SignalingError
-from tests.conftest import ServerProcess, wait_for
+from tests.conftest import ServerProcess, start_server, stop_server, wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
 
 pytestmark = pytest.mark.media
@@ -233,3 +233,85 @@ async def test_bad_relay_requests_are_refused_and_reach_nobody(server: ServerPro
 
 async def _pairs(server: ServerProcess) -> bool:
     return (await server.stats())["signal"]["p2p"]["pairs"] == 0
+
+
+async def test_third_joiner_of_a_one_to_one_room_is_refused_and_changes_nothing(
+    server: ServerProcess,
+) -> None:
+    tutor = await Client.connect(server.ws_url, "tutor")
+    student = await Client.connect(server.ws_url, "student")
+    late = await Client.connect(server.ws_url, "late")
+    await tutor.join("1v1", mode="p2p", capacity=2)
+    await student.join("1v1")
+    before = await server.stats()
+    heard = tutor.signaling.received, student.signaling.received
+
+    with pytest.raises(SignalingError) as info:
+        await late.join("1v1")
+    assert info.value.code == "room-full" and "1v1" in info.value.reason
+    for data, code in [
+        ({"rid": "1v1", "mode": "sfu"}, "room-mismatch"),
+        ({"rid": "1v1", "capacity": 3}, "room-mismatch"),
+        ({"rid": "1v1", "capacity": 0}, "invalid-params"),
+        ({"rid": "1v1", "mode": "mcu"}, "invalid-params"),
+        ({"rid": "new", "mode": "p2p", "capacity": 7}, "capacity-too-large"),
+        ({"rid": "new", "capacity": "2"}, "invalid-params"),
+    ]:
+        with pytest.raises(SignalingError) as info:
+            await late.request("join", data)
+        assert info.value.code == code, (data, info.value)
+
+    after = await server.stats()
+    assert after["signal"]["rooms"] == before["signal"]["rooms"]  # no room "new" either
+    assert (tutor.signaling.received, student.signaling.received) == heard  # no peer-join
+    with pytest.raises(SignalingError) as info:
+        await late.request("keepalive", {"rid": "1v1"})
+    assert info.value.code == "not-in-room"
+
+    await student.leave("1v1")
+    assert (await late.join("1v1"))["users"][0]["uid"] == "tutor"  # the seat is free again
+    for client in (tutor, student, late):
+        await client.close()
+
+
+async def test_publish_and_subscribe_in_a_p2p_room_are_refused(server: ServerProcess) -> None:
+    alice = await Client.connect(server.ws_url, "alice")
+    await alice.join("mesh", mode="p2p")
+    with pytest.raises(SignalingError) as info:
+        await alice.publish("mesh", [PatternTrack(160, 120)])
+    assert info.value.code == "p2p-room" and "publish" in info.value.reason
+    with pytest.raises(SignalingError) as info:
+        await alice.publish("mesh", [], data_channels=["chat"])
+    assert info.value.code == "p2p-room"
+    with pytest.raises(SignalingError) as info:
+        await alice.subscribe("mesh", "someone#1")
+    assert info.value.code == "p2p-room" and "subscribe" in info.value.reason
+    stats = await server.stats()
+    assert stats["sfu"]["publications"] == {} and udp_sockets(server.pid) == 0
+    await alice.close()
+
+
+async def test_config_fixes_a_rooms_mode_and_capacity(tmp_path: Path) -> None:
+    config = tmp_path / "aiosfu.toml"
+    config.write_text(
+        'room_mode = "p2p"\np2p_room_capacity = 3\n'
+        'rooms = { lesson = { mode = "p2p", capacity = 2 }, hall = { mode = "sfu" } }\n'
+    )
+    server = start_server(tmp_path, "--config", str(config))
+    try:
+        clients = [await Client.connect(server.ws_url, f"p{i}") for i in range(4)]
+        assert (await clients[0].join("lesson"))["capacity"] == 2
+        with pytest.raises(SignalingError) as info:
+            await clients[1].join("lesson", capacity=3)
+        assert info.value.code == "room-mismatch"
+        await clients[1].join("lesson")
+        with pytest.raises(SignalingError) as info:
+            await clients[2].join("lesson")
+        assert info.value.code == "room-full"
+        assert "mode" not in await clients[2].join("hall")  # a plain sfu room: seed-002 reply
+        joined = await clients[3].join("anything")
+        assert (joined["mode"], joined["capacity"]) == ("p2p", 3)
+        for client in clients:
+            await client.close()
+    finally:
+        stop_server(server)
