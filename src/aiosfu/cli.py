@@ -10,6 +10,7 @@ from aiohttp import web
 from aiosfu import __version__
 from aiosfu.config import load_config
 from aiosfu.log import configure
+from aiosfu.peer_cli import add_peer_parser
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="record every publication from the moment it is published",
     )
     serve.set_defaults(func=_serve)
+    add_peer_parser(commands)
     return parser
 
 
