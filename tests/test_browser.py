@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.conftest import ServerProcess, wait_for
 from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import ServerProcess, wait_for
 
 pytestmark = pytest.mark.browser
 
