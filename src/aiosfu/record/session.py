@@ -65,6 +65,7 @@ class RecordingSession:
         self._thread = threading.Thread(target=self._run, name="aiosfu-record", daemon=True)
         self._next_keyframe_request: dict[int, float] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._attached = False
 
     # --- event loop side --------------------------------------------------------------
 
@@ -75,6 +76,7 @@ class RecordingSession:
             if clock is not None:
                 track.seed_sender_report(*clock)
             track.producer.add_sink(track)
+        self._attached = True
         self.state = "syncing"
         self._thread.start()
         for track in self.tracks:
@@ -97,8 +99,10 @@ class RecordingSession:
         return self._done.done()
 
     def _detach(self) -> None:
-        for track in self.tracks:
-            track.producer.remove_sink(track)
+        if self._attached:
+            self._attached = False
+            for track in self.tracks:
+                track.producer.remove_sink(track)
 
     def _request_keyframe(self, track: TrackRecorder) -> None:
         if self._done.done():
