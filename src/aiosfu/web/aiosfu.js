@@ -130,6 +130,7 @@ class Emitter {
  * @property {string} mid
  * @property {string} sfuid
  * @property {RTCPeerConnection} pc
+ * @property {Map<string, RoomChannel>} channels data channels the SFU relays, by label
  */
 
 /**
@@ -237,11 +238,16 @@ export class Client extends Emitter {
 
   /**
    * @param {string} rid
-   * @returns {Promise<{pubs: Array<{mid: string, minfo: MediaInfo, rid: string, sfuid: string, uid: string}>, users: Array<{signalid: string, rid: string, uid: string}>}>}
+   * @param {{mode?: "sfu" | "p2p", capacity?: number}} [options] the first joiner
+   *   chooses the room's mode and capacity; later joiners repeat them or omit them
+   * @returns {Promise<{pubs: Array<{mid: string, minfo: MediaInfo, rid: string, sfuid: string, uid: string}>, users: Array<{signalid: string, rid: string, uid: string}>, mode?: string, capacity?: number}>}
    *   who and what was already in the room before us
    */
-  async join(rid) {
-    const data = await this.request("join", { rid });
+  async join(rid, options = {}) {
+    const extra = {};
+    if (options.mode) extra.mode = options.mode;
+    if (options.capacity) extra.capacity = options.capacity;
+    const data = await this.request("join", { rid, ...extra });
     this._startKeepalive(rid);
     return data;
   }
@@ -267,26 +273,36 @@ export class Client extends Emitter {
 
   /**
    * Publish every track of `stream` on a new sendonly peer connection.
+   * `options.dataChannels` opens data channels on it that the SFU relays to the
+   * room's other peers holding a channel of the same label; `stream` may then
+   * be null for a data-only publication (never announced as a stream).
    * @param {string} rid
-   * @param {MediaStream} stream
+   * @param {MediaStream | null} stream
+   * @param {{dataChannels?: string[]}} [options]
    * @returns {Promise<Publication>}
    */
-  async publish(rid, stream) {
+  async publish(rid, stream, options = {}) {
     const pc = this._newPeerConnection();
     try {
-      for (const track of stream.getTracks()) {
+      const tracks = stream ? stream.getTracks() : [];
+      for (const track of tracks) {
         pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
       }
+      const channels = new Map();
+      for (const label of options.dataChannels ?? []) {
+        channels.set(label, new RoomChannel(pc.createDataChannel(label)));
+      }
       const minfo = {
-        audio: stream.getAudioTracks().length > 0,
-        video: stream.getVideoTracks().length > 0,
+        audio: tracks.some((t) => t.kind === "audio"),
+        video: tracks.some((t) => t.kind === "video"),
         audiotype: 0,
         videotype: 0,
       };
+      if (channels.size) minfo.data = true;
       const offer = await this._completeOffer(pc);
       const data = await this.request("publish", { rid, jsep: offer, minfo });
       await pc.setRemoteDescription(data.jsep);
-      const pub = { rid, mid: data.mid, sfuid: data.sfuid, pc };
+      const pub = { rid, mid: data.mid, sfuid: data.sfuid, pc, channels };
       this.publications.set(pub.mid, pub);
       return pub;
     } catch (err) {
@@ -456,6 +472,279 @@ export class Client extends Emitter {
     }
     for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
     this.emit("close", { code: event.code, reason: event.reason });
+  }
+}
+
+/**
+ * A data channel of a publication, relayed by the SFU (wire format in
+ * docs/p2p.md). Events: `open`, `close`, `message` ({from, data, to?}; `data`
+ * is a JSON value, or a Uint8Array for binary messages), `dropped` (n: messages
+ * the relay skipped while we were too slow), `error` ({code, reason}: the relay
+ * refused one of our messages).
+ */
+export class RoomChannel extends Emitter {
+  /** @param {RTCDataChannel} channel */
+  constructor(channel) {
+    super();
+    this.channel = channel;
+    channel.binaryType = "arraybuffer";
+    channel.addEventListener("open", () => this.emit("open", {}));
+    channel.addEventListener("close", () => this.emit("close", {}));
+    channel.addEventListener("message", (event) => this._onMessage(event.data));
+  }
+
+  get label() {
+    return this.channel.label;
+  }
+
+  get isOpen() {
+    return this.channel.readyState === "open";
+  }
+
+  /**
+   * Send a JSON value to everyone else with this channel, or only to `to`.
+   * @param {any} data
+   * @param {string} [to]
+   */
+  send(data, to) {
+    this.channel.send(JSON.stringify(to ? { data, to } : { data }));
+  }
+
+  /**
+   * @param {Uint8Array} payload
+   * @param {string} [to]
+   */
+  sendBytes(payload, to = "") {
+    const name = new TextEncoder().encode(to);
+    const frame = new Uint8Array(2 + name.length + payload.length);
+    new DataView(frame.buffer).setUint16(0, name.length);
+    frame.set(name, 2);
+    frame.set(payload, 2 + name.length);
+    this.channel.send(frame);
+  }
+
+  _onMessage(raw) {
+    if (raw instanceof ArrayBuffer) {
+      const view = new DataView(raw);
+      const length = view.getUint16(0);
+      const from = new TextDecoder().decode(new Uint8Array(raw, 2, length));
+      this.emit("message", { from, data: new Uint8Array(raw, 2 + length) });
+      return;
+    }
+    const msg = JSON.parse(raw);
+    if (msg.error) this.emit("error", msg.error);
+    else if (msg.dropped !== undefined) this.emit("dropped", msg.dropped);
+    else this.emit("message", msg);
+  }
+}
+
+/**
+ * @typedef {object} PeerLink
+ * @property {string} uid the remote peer
+ * @property {RTCPeerConnection} pc
+ * @property {boolean} polite
+ * @property {MediaStream} stream what the remote peer sends us
+ * @property {RTCDataChannel | null} channel
+ */
+
+/**
+ * A p2p (mesh) room: one direct RTCPeerConnection per other peer, negotiated
+ * through the server's offer/answer/candidate relay; the server carries no
+ * media. Peers already in the room offer to each newcomer (seed 003's
+ * new-peer), so a first connection never glares; later renegotiations use
+ * "perfect negotiation" (the peer with the greater uid is polite).
+ * Events: `link` (PeerLink, created), `channel` ({uid, channel}: its data
+ * channel, ours or theirs), `track` ({uid, track, stream}), `message`
+ * ({from, data}), `link-state` ({uid, state}), `link-closed` ({uid}).
+ */
+export class Mesh extends Emitter {
+  /**
+   * @param {Client} client a connected client
+   * @param {string} rid
+   * @param {{stream?: MediaStream | null, dataChannel?: string}} [options]
+   */
+  constructor(client, rid, options = {}) {
+    super();
+    this.client = client;
+    this.rid = rid;
+    this.stream = options.stream ?? null;
+    this.label = options.dataChannel ?? "data";
+    /** @type {Map<string, PeerLink>} */
+    this.links = new Map();
+    this._off = [
+      client.on("offer", (m) => this._mine(m) && this._onDescription(m.from, m.jsep)),
+      client.on("answer", (m) => this._mine(m) && this._onDescription(m.from, m.jsep)),
+      client.on("candidate", (m) => this._mine(m) && this._onCandidate(m.from, m.candidate)),
+      client.on("peer-join", (m) => m.rid === rid && this._connect(m.uid)),
+      client.on("peer-leave", (m) => m.rid === rid && this._close(m.uid)),
+    ];
+  }
+
+  /**
+   * Join the room as a mesh room; peers already there will offer to us.
+   * @param {{capacity?: number}} [options]
+   */
+  async join(options = {}) {
+    return this.client.join(this.rid, { mode: "p2p", capacity: options.capacity });
+  }
+
+  /**
+   * Send a JSON value to every connected peer (or only `to`) directly.
+   * @param {any} data
+   * @param {string} [to]
+   * @returns {number} how many peers it was sent to
+   */
+  send(data, to) {
+    let sent = 0;
+    for (const link of this.links.values()) {
+      if ((!to || link.uid === to) && link.channel?.readyState === "open") {
+        link.channel.send(JSON.stringify(data));
+        sent += 1;
+      }
+    }
+    return sent;
+  }
+
+  /** Close every link (the room membership is the client's). */
+  close() {
+    for (const off of this._off) off();
+    for (const uid of [...this.links.keys()]) this._close(uid);
+  }
+
+  _mine(message) {
+    return message.rid === this.rid && typeof message.from === "string";
+  }
+
+  _relay(method, to, body) {
+    this.client.request(method, { rid: this.rid, to, ...body }).catch((err) => {
+      console.warn(`p2p ${method} to ${to} failed:`, err.message);
+    });
+  }
+
+  /** @returns {PeerLink} */
+  _link(uid) {
+    const existing = this.links.get(uid);
+    if (existing) return existing;
+    const pc = this.client._newPeerConnection();
+    const link = {
+      uid,
+      pc,
+      polite: this.client.uid > uid,
+      stream: new MediaStream(),
+      channel: null,
+      makingOffer: false,
+      ignoreOffer: false,
+      pendingCandidates: [],
+    };
+    this.links.set(uid, link);
+    pc.addEventListener("icecandidate", ({ candidate }) => {
+      this._relay("candidate", uid, { candidate: candidate ? candidate.toJSON() : null });
+    });
+    pc.addEventListener("negotiationneeded", () => this._negotiate(link));
+    pc.addEventListener("track", ({ track }) => {
+      link.stream.addTrack(track);
+      this.emit("track", { uid, track, stream: link.stream });
+    });
+    pc.addEventListener("datachannel", ({ channel }) => this._adopt(link, channel));
+    pc.addEventListener("connectionstatechange", () => {
+      this.emit("link-state", { uid, state: pc.connectionState });
+      if (pc.connectionState === "failed") pc.restartIce();
+    });
+    this.emit("link", link);
+    return link;
+  }
+
+  _adopt(link, channel) {
+    link.channel = channel;
+    this.emit("channel", { uid: link.uid, channel });
+    channel.addEventListener("message", (event) => {
+      let data = event.data;
+      try {
+        data = JSON.parse(event.data);
+      } catch {
+        // a peer that sends plain text (e.g. `aiosfu peer`) is shown as is
+      }
+      this.emit("message", { from: link.uid, data });
+    });
+  }
+
+  _addLocalMedia(link) {
+    const tracks = this.stream ? this.stream.getTracks() : [];
+    for (const track of tracks) link.pc.addTrack(track, this.stream);
+    return new Set(tracks.map((t) => t.kind));
+  }
+
+  /** We were here first: offer to the newcomer (media, receive slots, data). */
+  _connect(uid) {
+    if (uid === this.client.uid || this.links.has(uid)) return;
+    const link = this._link(uid);
+    const sent = this._addLocalMedia(link);
+    for (const kind of ["audio", "video"]) {
+      if (!sent.has(kind)) link.pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+    this._adopt(link, link.pc.createDataChannel(this.label));
+    // negotiationneeded now fires and sends the offer.
+  }
+
+  async _negotiate(link) {
+    try {
+      link.makingOffer = true;
+      await link.pc.setLocalDescription();
+      const { type, sdp } = link.pc.localDescription;
+      this._relay("offer", link.uid, { jsep: { type, sdp } });
+    } catch (err) {
+      console.warn(`p2p offer to ${link.uid} failed:`, err);
+    } finally {
+      link.makingOffer = false;
+    }
+  }
+
+  async _onDescription(uid, description) {
+    const isOffer = description.type === "offer";
+    if (!isOffer && !this.links.has(uid)) return;
+    const fresh = !this.links.has(uid);
+    const link = this._link(uid);
+    const pc = link.pc;
+    try {
+      const collision = isOffer && (link.makingOffer || pc.signalingState !== "stable");
+      link.ignoreOffer = !link.polite && collision;
+      if (link.ignoreOffer) return;
+      await pc.setRemoteDescription(description);
+      if (isOffer) {
+        // A newcomer answers with its tracks in the slots the offer made.
+        if (fresh) this._addLocalMedia(link);
+        await pc.setLocalDescription();
+        const { type, sdp } = pc.localDescription;
+        this._relay("answer", uid, { jsep: { type, sdp } });
+      }
+      for (const candidate of link.pendingCandidates.splice(0)) {
+        await pc.addIceCandidate(candidate);
+      }
+    } catch (err) {
+      console.warn(`p2p ${description.type} from ${uid} failed:`, err);
+    }
+  }
+
+  async _onCandidate(uid, candidate) {
+    const link = this.links.get(uid);
+    if (!link || !candidate) return;
+    if (!link.pc.remoteDescription) {
+      link.pendingCandidates.push(candidate);
+      return;
+    }
+    try {
+      await link.pc.addIceCandidate(candidate);
+    } catch (err) {
+      if (!link.ignoreOffer) console.warn(`p2p candidate from ${uid} failed:`, err);
+    }
+  }
+
+  _close(uid) {
+    const link = this.links.get(uid);
+    if (!link) return;
+    this.links.delete(uid);
+    link.pc.close();
+    this.emit("link-closed", { uid });
   }
 }
 

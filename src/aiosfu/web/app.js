@@ -1,8 +1,9 @@
 /**
  * Demo classroom page: join a room, publish camera+mic, watch everyone else.
- * Query parameters: room, name, autojoin=1, publish=0 (see docs/browser.md).
+ * Query parameters: room, name, autojoin=1, publish=0 (see docs/browser.md),
+ * mode=p2p and capacity=N (a mesh room, docs/p2p.md).
  */
-import { Client, defaultUrl } from "/static/aiosfu.js";
+import { Client, Mesh, defaultUrl } from "/static/aiosfu.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -18,6 +19,17 @@ const demo = {
   /** @type {Array<{mid: string, sid: string, uid: string, sfuid: string, answerAt: number, firstFrameAt: number | null}>} */
   subscriptions: [],
   videoStats,
+  /** "sfu" or "p2p" once joined; errorCode is the server's code when a request failed. */
+  mode: null,
+  errorCode: null,
+  /** Chat lines shown, and whether our chat data channel is open (sfu) / any link is (p2p). */
+  /** @type {Array<{from: string, text: string}>} */
+  chat: [],
+  chatReady: false,
+  /** p2p: one entry per direct connection. */
+  /** @type {Array<{uid: string, state: string}>} */
+  peers: [],
+  peerStats,
 };
 window.aiosfuDemo = demo;
 
@@ -27,6 +39,10 @@ let room = null;
 let self = null;
 /** @type {MediaStream | null} */
 let localStream = null;
+/** @type {Mesh | null} p2p rooms: the direct connections */
+let mesh = null;
+/** @type {import("/static/aiosfu.js").RoomChannel | null} sfu rooms: chat through the SFU */
+let chatChannel = null;
 /** Tiles by mid; the local preview uses the key "local". */
 const tiles = new Map();
 /** Participants by uid. */
@@ -36,6 +52,11 @@ const form = $("join-form");
 const roomInput = $("room");
 const nameInput = $("name");
 const publishInput = $("publish");
+
+const modeInput = $("mode");
+const wantedMode = params.get("mode") === "p2p" ? "p2p" : "sfu";
+const wantedCapacity = Number(params.get("capacity")) || undefined;
+modeInput.value = wantedMode;
 
 roomInput.value = params.get("room") || "lobby";
 nameInput.value = params.get("name") || `guest-${Math.random().toString(36).slice(2, 6)}`;
@@ -80,6 +101,7 @@ async function join(rid, uid, withMedia) {
   c.on("broadcast", ({ uid: who, data }) => {
     if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
   });
+  const mode = modeInput.value === "p2p" ? "p2p" : "sfu";
   c.on("close", () => {
     if (client === c) fail(new Error("connection to the server was lost"));
   });
@@ -94,16 +116,25 @@ async function join(rid, uid, withMedia) {
       tile.video.srcObject = localStream;
     }
     await c.connect(defaultUrl(), uid);
-    const { pubs = [], users = [] } = await c.join(rid);
+    if (mode === "p2p") mesh = startMesh(c, rid);
+    const joined = await c.join(rid, { mode: mode === "p2p" ? "p2p" : undefined, capacity: wantedCapacity });
+    const { pubs = [], users = [] } = joined;
     room = rid;
-    history.replaceState(null, "", `?room=${encodeURIComponent(rid)}&name=${encodeURIComponent(uid)}`);
+    demo.mode = joined.mode ?? "sfu";
+    // The room was already a mesh room: follow it.
+    if (demo.mode === "p2p" && !mesh) mesh = startMesh(c, rid);
+    const extra = mode === "p2p" ? `&mode=p2p${wantedCapacity ? `&capacity=${wantedCapacity}` : ""}` : "";
+    history.replaceState(null, "", `?room=${encodeURIComponent(rid)}&name=${encodeURIComponent(uid)}${extra}`);
     addParticipant(uid);
     for (const user of users) addParticipant(user.uid);
-    for (const pub of pubs) subscribeTo(pub);
-    if (localStream) {
-      const pub = await c.publish(rid, localStream);
-      demo.localMid = pub.mid;
-      tiles.get("local").el.dataset.mid = pub.mid;
+    if (demo.mode === "sfu") {
+      for (const pub of pubs) subscribeTo(pub);
+      if (localStream) {
+        const pub = await c.publish(rid, localStream);
+        demo.localMid = pub.mid;
+        tiles.get("local").el.dataset.mid = pub.mid;
+      }
+      await openChat(c, rid);
     }
     demo.state = "joined";
     setControls("joined");
@@ -137,11 +168,125 @@ function fail(err) {
   reset();
   demo.state = "error";
   demo.error = err?.message ?? String(err);
+  demo.errorCode = err?.code ?? null;
   showStatus(demo.error, "error");
+}
+
+/**
+ * A p2p room: every other peer gets a direct connection carrying our camera
+ * and a chat channel; the server only relays the negotiation.
+ * @param {Client} c
+ * @param {string} rid
+ */
+function startMesh(c, rid) {
+  const m = new Mesh(c, rid, { stream: localStream, dataChannel: "chat" });
+  const peer = (uid) => {
+    let entry = demo.peers.find((p) => p.uid === uid);
+    if (!entry) {
+      entry = { uid, state: "new" };
+      demo.peers.push(entry);
+    }
+    return entry;
+  };
+  m.on("link", (link) => {
+    peer(link.uid);
+    addParticipant(link.uid);
+  });
+  m.on("channel", ({ channel }) => watchMeshChat(channel));
+  m.on("track", ({ uid, stream }) => {
+    const key = `p2p:${uid}`;
+    const tile = tiles.get(key) ?? addTile(key, uid);
+    tile.video.srcObject = new MediaStream(stream.getVideoTracks());
+    const audio = stream.getAudioTracks();
+    if (audio.length) {
+      tile.audio.srcObject = new MediaStream(audio);
+      tile.audio.play().catch((err) => {
+        if (err.name === "NotAllowedError") $("unmute").hidden = false;
+      });
+    }
+  });
+  m.on("link-state", ({ uid, state }) => {
+    peer(uid).state = state;
+  });
+  m.on("link-closed", ({ uid }) => {
+    removeTile(`p2p:${uid}`);
+    const index = demo.peers.findIndex((p) => p.uid === uid);
+    if (index >= 0) demo.peers.splice(index, 1);
+    demo.chatReady = [...m.links.values()].some((l) => l.channel?.readyState === "open");
+  });
+  m.on("message", ({ from, data }) => {
+    if (data?.type === "chat") appendChat(from, String(data.text ?? ""));
+    else if (typeof data === "string") appendChat(from, data);
+  });
+  return m;
+}
+
+function watchMeshChat(channel) {
+  const update = () => {
+    demo.chatReady = [...(mesh?.links.values() ?? [])].some((l) => l.channel?.readyState === "open");
+  };
+  channel.addEventListener("open", update);
+  channel.addEventListener("close", update);
+  update();
+}
+
+/**
+ * Chat in an sfu room goes over a data channel the SFU relays (a data-only
+ * publication, never shown as a stream); the broadcast request stays the
+ * fallback while it is not open.
+ * @param {Client} c
+ * @param {string} rid
+ */
+async function openChat(c, rid) {
+  try {
+    const pub = await c.publish(rid, null, { dataChannels: ["chat"] });
+    const channel = pub.channels.get("chat");
+    chatChannel = channel;
+    channel.on("open", () => {
+      demo.chatReady = true;
+    });
+    channel.on("close", () => {
+      demo.chatReady = false;
+    });
+    channel.on("message", ({ from, data }) => {
+      if (data?.type === "chat") appendChat(from, String(data.text ?? ""));
+    });
+    channel.on("dropped", (count) => showStatus(`${count} chat messages were lost`, "error"));
+    channel.on("error", ({ reason }) => showStatus(`message not sent: ${reason}`, "error"));
+    if (channel.isOpen) demo.chatReady = true;
+  } catch (err) {
+    console.warn("chat channel unavailable, using broadcast:", err);
+  }
+}
+
+/**
+ * Per-peer decoder counters of a p2p room, for automation.
+ * @returns {Promise<Array<{uid: string, state: string, framesDecoded: number, frameWidth: number, frameHeight: number}>>}
+ */
+async function peerStats() {
+  const links = [...(mesh?.links.values() ?? [])];
+  return Promise.all(links.map(async (link) => {
+    const result = { uid: link.uid, state: link.pc.connectionState, framesDecoded: 0, frameWidth: 0, frameHeight: 0 };
+    const report = await link.pc.getStats();
+    report.forEach((stat) => {
+      if (stat.type === "inbound-rtp" && stat.kind === "video") {
+        result.framesDecoded = stat.framesDecoded ?? 0;
+        result.frameWidth = stat.frameWidth ?? 0;
+        result.frameHeight = stat.frameHeight ?? 0;
+      }
+    });
+    return result;
+  }));
 }
 
 /** Return the page to its pre-join state, keeping `state`/`error` to the caller. */
 function reset() {
+  mesh?.close();
+  mesh = null;
+  chatChannel = null;
+  demo.mode = null;
+  demo.peers.length = 0;
+  demo.chatReady = false;
   for (const key of [...tiles.keys()]) removeTile(key);
   localStream?.getTracks().forEach((track) => track.stop());
   localStream = null;
@@ -314,14 +459,22 @@ async function sendChat() {
   if (!text || !client || !room) return;
   input.value = "";
   appendChat(self, text);
+  const message = { type: "chat", text };
   try {
-    await client.broadcast(room, { type: "chat", text });
+    if (mesh) {
+      if (!mesh.send(message)) showStatus("nobody is connected to hear that", "error");
+    } else if (chatChannel?.isOpen) {
+      chatChannel.send(message);
+    } else {
+      await client.broadcast(room, message);
+    }
   } catch (err) {
     showStatus(`message not sent: ${err.message}`, "error");
   }
 }
 
 function appendChat(uid, text) {
+  demo.chat.push({ from: uid, text });
   const item = document.createElement("li");
   const who = document.createElement("strong");
   who.textContent = uid;
@@ -336,6 +489,7 @@ function setControls(phase) {
   const inRoom = phase !== "idle";
   roomInput.disabled = inRoom;
   nameInput.disabled = inRoom;
+  modeInput.disabled = inRoom;
   publishInput.disabled = inRoom;
   $("join").hidden = phase === "joined" || phase === "leaving";
   $("join").disabled = phase === "joining";

@@ -1,0 +1,171 @@
+"""Chromium pages in p2p (mesh) rooms, and chat over the SFU's data-channel relay.
+
+The demo page and the JS SDK do the work; the pages are driven only through their
+query parameters, the form and the `window.aiosfuDemo` hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import ServerProcess, wait_for
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+DEMO_STATE = (
+    "() => { const d = window.aiosfuDemo; return d && {state: d.state, error: d.error,"
+    " errorCode: d.errorCode, mode: d.mode, localMid: d.localMid, chatReady: d.chatReady,"
+    " chat: d.chat.map((c) => ({...c})), peers: d.peers.map((p) => ({...p}))}; }"
+)
+
+
+@dataclass
+class Tab:
+    page: Page
+    name: str
+    console: list[str] = field(default_factory=list)
+
+    async def demo(self) -> dict:
+        return await self.page.evaluate(DEMO_STATE) or {}
+
+    async def wait_demo(self, predicate, what: str, within: float = 15.0) -> dict:  # type: ignore[no-untyped-def]
+        latest: dict = {}
+
+        async def check() -> bool:
+            nonlocal latest
+            latest = await self.demo()
+            return bool(predicate(latest))
+
+        try:
+            await wait_for(check, timeout=within, interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{self.name}: {what}: {exc}\nstate: {latest}\nconsole:\n" + "\n".join(self.console)
+            ) from exc
+        return latest
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_tab(browser: Browser, server: ServerProcess, name: str, query: str) -> Tab:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    tab = Tab(page=page, name=name)
+    page.on("console", lambda msg: tab.console.append(f"[{msg.type}] {msg.text}"))
+    page.on("pageerror", lambda err: tab.console.append(f"[pageerror] {err}"))
+    await page.goto(f"{server.http_url}/?{query}")
+    return tab
+
+
+def joined(d: dict) -> bool:
+    if d.get("state") == "error":
+        raise AssertionError(f"page error: {d.get('error')}")
+    return d.get("state") == "joined"
+
+
+async def test_one_to_one_p2p_room_decodes_each_others_camera_and_refuses_a_third(
+    browser: Browser, server: ServerProcess
+) -> None:
+    query = "room=lesson&mode=p2p&capacity=2&autojoin=1"
+    alice = await open_tab(browser, server, "alice", f"{query}&name=alice")
+    await alice.wait_demo(joined, "alice joins")
+    bob = await open_tab(browser, server, "bob", f"{query}&name=bob")
+    await bob.wait_demo(joined, "bob joins")
+
+    async def decoding(tab: Tab, other: str) -> bool:
+        stats = await tab.page.evaluate("() => window.aiosfuDemo.peerStats()")
+        return any(
+            s["uid"] == other and s["framesDecoded"] >= 30 and s["frameWidth"] == 640 for s in stats
+        )
+
+    for tab, other in ((alice, "bob"), (bob, "alice")):
+        try:
+            await wait_for(lambda tab=tab, other=other: decoding(tab, other), 20, 0.2)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{tab.name} did not decode {other}'s camera\n" + "\n".join(tab.console)
+            ) from exc
+    assert (await alice.demo())["mode"] == "p2p"
+    await bob.page.locator('.tile[data-uid="alice"] video').wait_for(state="visible")
+
+    # The media went directly between the browsers.
+    stats = await server.stats()
+    assert stats["sfu"]["publications"] == {} and stats["sfu"]["subscriptions"] == {}
+    relayed = stats["signal"]["p2p"]["relayed"]
+    assert relayed["offer"] >= 1 and relayed["answer"] >= 1 and relayed["candidate"] >= 2
+
+    # Chat in a mesh room goes over the direct data channels.
+    await alice.wait_demo(lambda d: d.get("chatReady"), "alice's chat channel opens")
+    await alice.page.fill("#chat-input", "hello over p2p")
+    await alice.page.click("#chat-form button")
+    await bob.page.locator("#chat-log li", has_text="hello over p2p").wait_for()
+
+    carol = await open_tab(browser, server, "carol", f"{query}&name=carol")
+    refused = await carol.wait_demo(lambda d: d.get("state") == "error", "carol is refused")
+    assert refused["errorCode"] == "room-full", refused
+    assert "full" in await carol.page.locator("#status-text").inner_text()
+    after = await server.stats()
+    assert after["signal"]["rooms"]["lesson"]["members"] == ["alice", "bob"]
+    assert (await alice.demo())["state"] == "joined" and len((await alice.demo())["peers"]) == 1
+
+
+async def test_chat_through_the_sfu_data_channel_shows_on_the_other_page(
+    browser: Browser, server: ServerProcess
+) -> None:
+    alice = await open_tab(browser, server, "alice", "room=class&name=alice&autojoin=1")
+    await alice.wait_demo(lambda d: joined(d) and d.get("chatReady"), "alice joins with chat")
+    bob = await open_tab(browser, server, "bob", "room=class&name=bob&autojoin=1&publish=0")
+    await bob.wait_demo(lambda d: joined(d) and d.get("chatReady"), "bob joins with chat")
+
+    async def relayed() -> bool:  # both chat channels have reached the SFU's relay
+        labels = {(e["uid"], e["label"]) for e in (await server.stats())["sfu"]["datachannels"]}
+        return {("alice", "chat"), ("bob", "chat")} <= labels
+
+    await wait_for(relayed, 10)
+    await alice.page.fill("#chat-input", "good morning class")
+    await alice.page.click("#chat-form button")
+    line = bob.page.locator("#chat-log li", has_text="good morning class")
+    await line.wait_for(timeout=5000)
+    assert (await line.inner_text()).startswith("alice")
+    await bob.page.fill("#chat-input", "morning!")
+    await bob.page.press("#chat-input", "Enter")
+    await alice.page.locator("#chat-log li", has_text="morning!").wait_for(timeout=5000)
+
+    chat = {e["uid"]: e for e in (await server.stats())["sfu"]["datachannels"]}
+    assert chat["alice"]["messagesIn"] == 1 and chat["alice"]["messagesOut"] == 1
+    assert chat["bob"]["messagesIn"] == 1 and chat["bob"]["messagesOut"] == 1
+    assert (await bob.demo())["chat"] == [
+        {"from": "alice", "text": "good morning class"},
+        {"from": "bob", "text": "morning!"},
+    ]
+    # The chat connection is not a stream: bob still sees only alice's camera.
+    assert await bob.page.locator(".tile").count() == 1
