@@ -108,6 +108,7 @@ async def test_subscriber_pli_reaches_publisher_rate_limited(server: ServerProce
     pub_client, publication = await publisher(server)
     client, subscription, video, audio = await subscriber(server, "s1", publication.mid)
     await wait_for(lambda: video.frames >= 10, 10)
+    await asyncio.sleep(0.6)  # past the rate-limit window of the subscription's own request
     before = await server.stats()
     sent_before = _producer(before, publication.mid, "video")["keyframeRequestsSent"]
     keyframes_before = _producer(before, publication.mid, "video")["keyframesIn"]
