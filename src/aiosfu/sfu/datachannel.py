@@ -206,8 +206,9 @@ class DataRelay:
             reply = {"error": {"code": exc.code, "reason": exc.reason}}
             self._deliver(source, json.dumps(reply, separators=(",", ":")))
             return
+        out_size = len(out) if isinstance(out, bytes) else len(out.encode())
         for target in targets:
-            self._deliver(target, out)
+            self._deliver(target, out, out_size)
 
     def _targets(self, source: DataEndpoint, to: str) -> list[DataEndpoint]:
         group = self._groups.get((source.rid, source.label), [])
@@ -221,11 +222,12 @@ class DataRelay:
             )
         return targets
 
-    def _deliver(self, target: DataEndpoint, message: str | bytes) -> None:
+    def _deliver(self, target: DataEndpoint, message: str | bytes, size: int = 0) -> None:
         channel = target.channel
         if channel.readyState != "open":
             return
-        size = len(message) if isinstance(message, bytes) else len(message.encode())
+        if not size:
+            size = len(message) if isinstance(message, bytes) else len(message.encode())
         if target.dropped:
             if channel.bufferedAmount > channel.bufferedAmountLowThreshold:
                 self._drop(target)
