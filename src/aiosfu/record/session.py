@@ -44,7 +44,7 @@ class RecordingSession:
         poll_interval: float = 0.02,
         sync_wait: float = 5.0,
         reorder_window: float = 0.4,
-        keyframe_retry: float = 1.0,
+        keyframe_retry: float = 0.5,
     ) -> None:
         self.recording = recording
         self.path = path
