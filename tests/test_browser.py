@@ -117,8 +117,15 @@ async def join_alice_and_bob(browser: Browser, server: ServerProcess) -> tuple[D
     return alice, bob
 
 
+def assert_no_page_errors(*tabs: DemoPage) -> None:
+    """An uncaught exception in the page is a bug even when the media still flowed."""
+    for tab in tabs:
+        errors = [line for line in tab.console if line.startswith("[pageerror]")]
+        assert not errors, f"{tab.name}: " + "\n".join(errors)
+
+
 async def test_subscriber_decodes_publisher_camera(
-    browser: Browser, server: ServerProcess, artifacts: Path
+    server: ServerProcess, browser: Browser, artifacts: Path
 ) -> None:
     alice, bob = await join_alice_and_bob(browser, server)
     mid = (await alice.demo())["localMid"]
@@ -173,9 +180,10 @@ async def test_subscriber_decodes_publisher_camera(
 
     assert first_frame_ms >= 0
     assert await bob.page.locator(".tile").count() == 1, "bob publishes nothing, sees only alice"
+    assert_no_page_errors(alice, bob)
 
 
-async def test_leave_removes_video_for_others(browser: Browser, server: ServerProcess) -> None:
+async def test_leave_removes_video_for_others(server: ServerProcess, browser: Browser) -> None:
     alice, bob = await join_alice_and_bob(browser, server)
     mid = (await alice.demo())["localMid"]
     tile = bob.page.locator(f'.tile[data-mid="{mid}"]')
@@ -199,3 +207,4 @@ async def test_leave_removes_video_for_others(browser: Browser, server: ServerPr
     await bob.page.locator('#participants li[data-uid="alice"]').wait_for(
         state="detached", timeout=5000
     )
+    assert_no_page_errors(alice, bob)
