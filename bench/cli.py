@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.floor import sendto_floor
 from bench.media import Clip, prepare_clip
 from bench.run import SERVERS, Result, Scenario, mesh, one_to_many, run_one
 
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--write", action="store_true", help="update BENCHMARKS.md and bench/results/"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample Python servers with py-spy over each measured window and write the "
+        "profiles into DIR (the figures of such a run include py-spy's pauses)",
+    )
     return parser
 
 
@@ -82,6 +90,8 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
         raise SystemExit(f"unknown server(s): {', '.join(unknown)}")
     scenarios = args.scenarios or [one_to_many(n) for n in ONE_TO_MANY] + [mesh(n) for n in MESH]
     duration = args.duration or (10.0 if args.full else 3.0)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     server_cpus, generator_cpus = pick_cpus()
     if generator_cpus:
         os.sched_setaffinity(0, generator_cpus)
@@ -95,7 +105,9 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
             if reason:
                 results.append(Result(server, scenario, notes=[reason]))
                 continue
-            result = await run_and_print(server, scenario, clip, duration, log_dir, server_cpus)
+            result = await run_and_print(
+                server, scenario, clip, duration, log_dir, server_cpus, args.profile
+            )
             results.append(result)
     return results
 
@@ -107,9 +119,10 @@ async def run_and_print(
     duration: float,
     log_dir: Path,
     server_cpus: set[int] | None,
+    profile_dir: Path | None = None,
 ) -> Result:
     started = time.monotonic()
-    result = await run_one(server, scenario, clip, duration, log_dir, server_cpus)
+    result = await run_one(server, scenario, clip, duration, log_dir, server_cpus, profile_dir)
     figures = result.figures
     if result.error:
         summary = f"error: {result.error}"
@@ -134,8 +147,15 @@ async def run_and_print(
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
-    results = asyncio.run(run_all(args))
     info = report.machine()
+    server_cpus, generator_cpus = pick_cpus()
+    # Before any thread exists (it forks): the kernel's share of each forwarded packet.
+    info["sendto_floor_us"] = sendto_floor(
+        seconds=min(2.0, args.duration or 2.0),
+        sender_cpus=server_cpus,
+        reader_cpus=generator_cpus,
+    )
+    results = asyncio.run(run_all(args))
     command = (
         "make bench"
         if os.environ.get("BENCH_FROM_MAKE")

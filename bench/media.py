@@ -130,6 +130,8 @@ class PacedTrack(MediaStreamTrack):
         self._step = step
         self._start: float | None = None
         self.sent = 0
+        self._running = asyncio.Event()
+        self._running.set()
         # send time (time.perf_counter) by frame pts, for latency; trimmed as it grows
         self.sent_at: dict[int, float] = {}
 
@@ -140,6 +142,21 @@ class PacedTrack(MediaStreamTrack):
         wait = self._start + self.sent * self._step - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
+        if not self._running.is_set():
+            await self._running.wait()
+            # resume on time, without a burst to catch up
+            self._start = loop.time() - self.sent * self._step
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        if value:
+            self._running.clear()
+        else:
+            self._running.set()
 
     def _remember(self, pts: int) -> None:
         self.sent_at[pts] = time.perf_counter()

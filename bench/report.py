@@ -26,6 +26,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("cpu_us_per_packet_in", "CPU µs/pkt in", "{:.1f}"),
     ("cpu_us_per_packet_out", "CPU µs/pkt out", "{:.1f}"),
     ("cpu_percent", "% of a core", "{:.1f}"),
+    ("cpu_system_percent", "of which kernel", "{:.1f}"),
+    ("idle_cpu_percent", "% core, no media", "{:.1f}"),
     ("pps_in", "pkt/s in", "{:.0f}"),
     ("pps_out", "pkt/s out", "{:.0f}"),
     ("loss_percent", "loss %", "{:.2f}"),
@@ -131,6 +133,14 @@ def markdown(
         f"Date: {info['date']}",
         "",
     ]
+    if info.get("sendto_floor_us"):
+        parts += [
+            f"Floor: a bare `sendto` of a 1200-byte datagram to one of 20 loopback sockets "
+            f"read on the other core, at 3400 datagrams/s (the 1v20 rate), costs "
+            f"**{info['sendto_floor_us']:.1f} µs** of CPU here (`bench/floor.py`), before "
+            "any SRTP or header work.",
+            "",
+        ]
     baselines = [s for s in LABELS if s != OURS and any(r.server == s for r in results)]
     for baseline in baselines:
         table = ratio_table(results, baseline)
@@ -179,24 +189,33 @@ def plot(results: Sequence[Result], path: Path) -> bool:
     except ImportError:
         return False
     fig, (cpu_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for server, label in LABELS.items():
+    for (server, label), color in zip(LABELS.items(), ("C0", "C1", "C2"), strict=True):
         points = sorted(
-            (r.scenario.subscribers, r.figures)
-            for r in results
-            if r.server == server and not r.scenario.mesh and not r.error and r.figures
-        )
+            ((r.scenario.subscribers, r.figures) for r in results
+             if r.server == server and not r.scenario.mesh and not r.error and r.figures),
+            key=lambda point: point[0],
+        )  # fmt: skip
         if not points:
             continue
         xs = [n for n, _ in points]
-        cpu_ax.plot(xs, [f["cpu_us_per_packet_out"] for _, f in points], "o-", label=label)
-        loss_ax.plot(xs, [f["loss_percent"] or 0.0 for _, f in points], "o-", label=label)
+        cpu_ax.plot(xs, [f["cpu_us_per_packet_out"] for _, f in points], "o-", c=color, label=label)
+        loss_ax.plot(
+            xs,
+            [f["loss_percent"] or 0.0 for _, f in points],
+            "o-",
+            c=color,
+            label=f"{label}: packets",
+        )
+        frames_lost = [100 - (f["frames_delivered_percent"] or 100.0) for _, f in points]
+        if any(x > 1.5 for x in frames_lost):  # only where it says more than window edges
+            loss_ax.plot(xs, frames_lost, "s--", c=color, label=f"{label}: video frames")
     cpu_ax.set(
         xlabel="subscribers (1 publisher)",
         ylabel="server CPU µs per forwarded packet",
         yscale="log",
         title="CPU per forwarded packet",
     )
-    loss_ax.set(xlabel="subscribers (1 publisher)", ylabel="loss %", title="Packet loss")
+    loss_ax.set(xlabel="subscribers (1 publisher)", ylabel="lost %", title="Loss")
     for ax in (cpu_ax, loss_ax):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()

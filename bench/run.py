@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,39 @@ async def _wait_flowing(subscriptions: Sequence[Subscription], timeout: float) -
     return sum(1 for s in subscriptions if s.video is None or s.video.first_keyframe_at is None)
 
 
+async def _start_py_spy(
+    server: ServerProcess, out: Path | None, duration: float
+) -> asyncio.subprocess.Process | None:
+    """py-spy sampling the server's Python stacks over the measured window (raw format:
+    one line per distinct stack with its sample count; see bench/profile.py)."""
+    if out is None:
+        return None
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return await asyncio.create_subprocess_exec(
+        str(py_spy), "record", "--pid", str(server.pid), "--duration", str(int(duration)),
+        "--rate", "1000", "--nonblocking", "--format", "raw", "--output", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def _idle_cpu_percent(
+    server: ServerProcess, publishers: Sequence[Publisher], seconds: float = 2.0
+) -> float:
+    """The server's CPU with every connection up but no media: what connections cost
+    (timers, RTCP, keepalives) before a single packet is forwarded."""
+    tracks = [t for p in publishers for t in p.tracks]
+    for track in tracks:
+        track.paused = True
+    await asyncio.sleep(0.3)
+    before, started = server.cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    cpu, wall = server.cpu_seconds() - before, time.perf_counter() - started
+    for track in tracks:
+        track.paused = False
+    await asyncio.sleep(0.5)
+    return 100 * cpu / wall
+
+
 async def measure(
     server: ServerProcess,
     scenario: Scenario,
@@ -214,6 +248,7 @@ async def measure(
     duration: float,
     warmup: float = 1.0,
     ready_timeout: float = 20.0,
+    profile: Path | None = None,
 ) -> Result:
     result = Result(server.name, scenario)
     driver = make_driver(server)
@@ -248,25 +283,33 @@ async def measure(
         if waiting:
             result.notes.append(f"{waiting} of {len(subscriptions)} never got a keyframe")
         await asyncio.sleep(warmup)
+        idle_percent = await _idle_cpu_percent(server, publishers, min(2.0, duration))
 
         probes = [probe for s in subscriptions for probe in s.probes]
         frames_before = {id(p): p.tracks[1].sent for p in publishers}
         sent_before = await packets_sent(publishers)
-        cpu_before = server.cpu_seconds()
+        user_before, system_before = server.cpu_split()
         own_before = process_cpu_seconds(os.getpid())
         wall_before = time.perf_counter()
         for probe in probes:
             probe.start_window()
+        sampler = await _start_py_spy(server, profile, duration)
         await asyncio.sleep(duration)
+        if sampler is not None:
+            await sampler.wait()
         for probe in probes:
             probe.stop_window()
         wall = time.perf_counter() - wall_before
-        cpu = server.cpu_seconds() - cpu_before
+        user_after, system_after = server.cpu_split()
+        system = system_after - system_before
+        cpu = user_after - user_before + system
         own = process_cpu_seconds(os.getpid()) - own_before
         sent = await packets_sent(publishers) - sent_before
         frames = {id(p): p.tracks[1].sent - frames_before[id(p)] for p in publishers}
         rss = server.rss_bytes()
         result.figures = summarize(subscriptions, probes, frames, sent, cpu, own, wall, rss)
+        result.figures["cpu_system_percent"] = 100 * system / wall
+        result.figures["idle_cpu_percent"] = idle_percent
         if result.figures["generator_cpu_percent"] >= GENERATOR_BOUND_PERCENT:
             result.notes.append("generator-bound: its own CPU was near one core")
     except Exception as exc:  # a baseline that falls over is a result, not a crash
@@ -336,12 +379,16 @@ async def run_one(
     duration: float,
     log_dir: Path,
     server_cpus: set[int] | None,
+    profile_dir: Path | None = None,
 ) -> Result:
     try:
         server = await asyncio.to_thread(SERVERS[server_name], log_dir, server_cpus)
     except Exception as exc:
         return Result(server_name, scenario, error=f"did not start: {exc}")
+    profile = None
+    if profile_dir is not None and server.name != "janus":
+        profile = profile_dir / f"{server.name}-{scenario.name}.txt"
     try:
-        return await measure(server, scenario, clip, duration)
+        return await measure(server, scenario, clip, duration, profile=profile)
     finally:
         await asyncio.to_thread(server.stop)

@@ -28,6 +28,12 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) seconds of every thread of `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
 def process_rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -67,6 +73,9 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)
+
+    def cpu_split(self) -> tuple[float, float]:
+        return process_cpu_split(self.pid)
 
     def rss_bytes(self) -> int:
         return process_rss_bytes(self.pid)

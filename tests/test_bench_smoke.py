@@ -21,6 +21,8 @@ FIGURES = [
     "cpu_us_per_packet_in",
     "cpu_us_per_packet_out",
     "cpu_percent",
+    "cpu_system_percent",
+    "idle_cpu_percent",
     "pps_in",
     "pps_out",
     "loss_percent",
@@ -46,6 +48,7 @@ def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["machine"]["cores"] >= 1
     assert report["machine"]["cpu_model"]
+    assert report["machine"]["sendto_floor_us"] > 0
     (result,) = report["results"]
     assert result["server"] == "aiosfu" and result["scenario"] == "1v2"
     assert result["error"] is None, result

@@ -60,7 +60,7 @@ class FakeOutput:
     clocks: list[tuple[int, int]] = field(default_factory=list)
     fail: bool = False
 
-    async def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None:
+    def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None:
         if self.fail:
             raise ConnectionError("transport closed")
         self.written.append((data, payload_size, timestamp))

@@ -10,19 +10,32 @@ swapped onto the receivers and senders aiortc creates, so:
   the bytes a Consumer wrote instead of encoding frames, and routes NACK and PLI/FIR to
   that Consumer.
 
-They read name-mangled attributes of aiortc 1.16.0 (pinned exactly in pyproject.toml);
-`tests/test_aiortc_hooks.py` fails loudly if an upgrade moves any of them.
+Both also have a fast path, which is where forwarding spends its time (see
+BENCHMARKS.md): `FastIngress` takes SRTP datagrams from the publisher's nominated ICE pair
+straight from the socket callback (no aioice queue, no task wake-up, no STUN parse
+attempt), unprotects them and runs the receiver's ingress and the Producer's fan-out
+synchronously; `ForwardingSender.write_rtp` protects and hands the datagram to the
+subscriber's nominated pair's socket transport directly. Everything else (DTLS, SCTP,
+RTCP, STUN, RTX, an SSRC not yet known) still takes aiortc's own path.
+
+They read name-mangled attributes of aiortc 1.16.0 (pinned exactly in pyproject.toml)
+and aioice 0.13.0's nominated pair; `tests/test_aiortc_hooks.py` fails loudly if an
+upgrade moves any of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
+import pylibsrtp
+from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.clock import current_ntp_time
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpReceiveParameters,
@@ -43,7 +56,13 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
+from aiosfu.log import get_logger
 from aiosfu.sfu.rewrite import OutputParams
+
+log = get_logger("aiosfu.sfu.fastpath")
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
 
 # The private attributes used below; checked by tests so an aiortc upgrade fails loudly.
 RECEIVER_PRIVATE = (
@@ -63,6 +82,106 @@ SENDER_PRIVATE = (
     "_RTCRtpSender__ntp_timestamp",
     "_RTCRtpSender__rtp_timestamp",
 )
+# read off an RTCDtlsTransport by the fast paths (public-looking, but not public API)
+DTLS_PRIVATE = ("_state", "_rx_srtp", "_tx_srtp", "_rtp_router", "_rtp_header_extensions_map")
+
+
+def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """`session.protect` without its per-call allocation and checks (a third of its cost
+    at 1200 bytes): the same libsrtp call on the session's own buffer. Falls back to
+    `session.protect` if pylibsrtp's internals are not where this expects them."""
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        cdata, buffer, srtp = session._cdata, session._buffer, session._srtp[0]
+    except (ImportError, AttributeError):
+        return session.protect
+    size = len(buffer) - SRTP_MAX_TRAILER_LEN
+    length = ffi.new("int *")
+    srtp_protect = lib.srtp_protect
+
+    def protect(data: bytes, _owner: pylibsrtp.Session = session) -> bytes:
+        # _owner: `srtp` is only valid while the session that owns it lives
+        n = len(data)
+        if n > size:
+            raise ValueError("packet is too long")
+        length[0] = n
+        buffer[0:n] = data
+        error = srtp_protect(srtp, cdata, length)
+        if error:
+            raise pylibsrtp.Error(f"srtp_protect failed ({error})")
+        return buffer[0 : length[0]]
+
+    return protect
+
+
+def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
+    """aioice's nominated candidate pair under this DTLS transport, if ICE has one."""
+    connection = getattr(dtls.transport, "_connection", None)
+    nominated = getattr(connection, "_nominated", None) or {}
+    return nominated.get(1)
+
+
+class FastIngress:
+    """SRTP from the publisher's nominated ICE pair, from the socket callback to the
+    Producer in one synchronous call.
+
+    aiortc's ingress puts each datagram on an aioice queue, wakes the DTLS transport's
+    task, tries to parse it as STUN first and awaits through five coroutines before a
+    receiver sees it. Here the datagram's clear-text header picks the receiver (by SSRC,
+    as aiortc's router learnt it), and only then is it unprotected, so anything not ours
+    to handle goes down aiortc's path untouched (SRTP keeps its replay state right).
+    """
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self.dtls = dtls
+        self._installed_on: Any = None
+        dtls.on("statechange", self._on_state)
+        self._on_state()  # aiortc starts receivers once DTLS is already up
+
+    @classmethod
+    def attach(cls, dtls: RTCDtlsTransport) -> None:
+        if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
+            dtls._aiosfu_fast_ingress = cls(dtls)  # type: ignore[attr-defined]
+
+    def _on_state(self) -> None:
+        if self.dtls._state == DtlsState.CONNECTED and self._installed_on is None:
+            self._install()
+        elif self.dtls._state != DtlsState.CONNECTED and self._installed_on is not None:
+            self._installed_on.__dict__.pop("datagram_received", None)
+            self._installed_on = None
+
+    def _install(self) -> None:
+        pair = nominated_pair(self.dtls)
+        if pair is None:
+            return
+        protocol = pair.protocol
+        remote = tuple(pair.remote_addr)
+        fallback = protocol.datagram_received  # the class's, with ice.py's address filter
+        unprotect = self.dtls._rx_srtp.unprotect
+        routes = self.dtls._rtp_router.ssrc_table
+        from_bytes = int.from_bytes
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
+            if 127 < data[0] < 192 and len(data) > 12 and not 191 < data[1] < 224:
+                receiver = routes.get(from_bytes(data[8:12], "big"))
+                if (
+                    receiver is not None
+                    and receiver.__class__ is ForwardingReceiver
+                    and receiver.forward is not None
+                    and (addr[0], addr[1]) == remote
+                ):
+                    try:
+                        clear = unprotect(data)
+                    except pylibsrtp.Error:
+                        return
+                    receiver.ingest(clear)
+                    return
+            fallback(data, addr)
+
+        protocol.datagram_received = datagram_received
+        self._installed_on = protocol
 
 
 class NeverTrack(MediaStreamTrack):
@@ -79,6 +198,11 @@ class NeverTrack(MediaStreamTrack):
 class ForwardingReceiver(RTCRtpReceiver):
     on_rtp: Callable[[RtpPacket], Awaitable[None]]
     on_sender_report: Callable[[int, int, int], None]
+    # the synchronous twin of on_rtp (Producer.forward), when there is one
+    forward: Callable[[RtpPacket], None] | None
+    _rtcp_out: list[Coroutine[Any, Any, None]]
+    _rtcp_tasks: set[asyncio.Task[None]]
+    _failed: bool
 
     @classmethod
     def adopt(
@@ -91,6 +215,12 @@ class ForwardingReceiver(RTCRtpReceiver):
         assert isinstance(receiver, ForwardingReceiver)
         receiver.on_rtp = on_rtp
         receiver.on_sender_report = on_sender_report
+        owner = getattr(on_rtp, "__self__", None)
+        forward = getattr(owner, "forward", None)
+        receiver.forward = forward if callable(forward) else None
+        receiver._rtcp_out = []
+        receiver._rtcp_tasks = set()
+        receiver._failed = False
         return receiver
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
@@ -106,11 +236,43 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.transport._register_rtp_receiver(self, parameters)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
+        FastIngress.attach(self.transport)
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         """aiortc's ingress up to (not including) depacketizing, then the Producer."""
-        if not self._enabled:
+        accepted = self._accept(packet, arrival_time_ms)
+        while self._rtcp_out:
+            await self._rtcp_out.pop(0)
+        if accepted is not None:
+            await self.on_rtp(accepted)
+
+    def ingest(self, data: bytes) -> None:
+        """The fast path's entry (FastIngress): a clear RTP datagram, handled at once."""
+        try:
+            packet = RtpPacket.parse(data, self.transport._rtp_header_extensions_map)
+        except ValueError:
             return
+        arrival_time_ms = int((time.time() + NTP_EPOCH_OFFSET) * 1000)  # as aiortc's clock
+        try:
+            accepted = self._accept(packet, arrival_time_ms)
+            if accepted is not None and self.forward is not None:
+                self.forward(accepted)
+        except Exception:
+            # A bug must not silence the track or flood the log: say it once per track.
+            if not self._failed:
+                self._failed = True
+                log.exception("forward-failed", kind=self.track.kind)
+        for coro in self._rtcp_out:
+            task = asyncio.ensure_future(coro)
+            self._rtcp_tasks.add(task)
+            task.add_done_callback(self._rtcp_tasks.discard)
+        self._rtcp_out.clear()
+
+    def _accept(self, packet: RtpPacket, arrival_time_ms: int) -> RtpPacket | None:
+        """aiortc's ingress work, synchronously: REMB estimate, receive statistics, RTX
+        unwrap, NACK generation. RTCP it calls for is queued in `_rtcp_out`."""
+        if not self._enabled:
+            return None
         estimator: RemoteBitrateEstimator | None = self._RTCRtpReceiver__remote_bitrate_estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
@@ -121,15 +283,20 @@ class ForwardingReceiver(RTCRtpReceiver):
             )
             rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc
             if rtcp_ssrc is not None and remb is not None:
-                await self._send_rtcp(
-                    RtcpPsfbPacket(
-                        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                self._rtcp_out.append(
+                    self._send_rtcp(
+                        RtcpPsfbPacket(
+                            fmt=RTCP_PSFB_APP,
+                            ssrc=rtcp_ssrc,
+                            media_ssrc=0,
+                            fci=pack_remb_fci(*remb),
+                        )
                     )
                 )
         codecs: dict[int, RTCRtpCodecParameters] = self._RTCRtpReceiver__codecs
         codec = codecs.get(packet.payload_type)
         if codec is None:
-            return
+            return None
         streams: dict[int, StreamStatistics] = self._RTCRtpReceiver__remote_streams
         stream = streams.get(packet.ssrc)
         if stream is None:
@@ -139,12 +306,12 @@ class ForwardingReceiver(RTCRtpReceiver):
             original_ssrc = self._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)
             apt = codec.parameters.get("apt")
             if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
-                return
+                return None
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
         nack_generator = self._RTCRtpReceiver__nack_generator
         if nack_generator is not None and nack_generator.add(packet):
-            await self._send_rtcp_nack(packet.ssrc, sorted(nack_generator.missing))
-        await self.on_rtp(packet)
+            self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, sorted(nack_generator.missing)))
+        return packet
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         await super()._handle_rtcp_packet(packet)
@@ -169,12 +336,15 @@ class ForwardingSender(RTCRtpSender):
     on_negotiated: Callable[[OutputParams], Awaitable[None]]
     on_nack: Callable[[list[int]], Awaitable[None]]
     on_keyframe_request: Callable[[], Awaitable[None]]
+    # protect-and-send to the subscriber, bound once the transport is up
+    _egress: Callable[[bytes], None] | None
 
     @classmethod
     def adopt(cls, sender: RTCRtpSender) -> ForwardingSender:
         sender.__class__ = cls
         assert isinstance(sender, ForwardingSender)
         sender.has_sender_clock = False
+        sender._egress = None
         return sender
 
     async def send(self, parameters: RTCRtpSendParameters) -> None:
@@ -199,14 +369,54 @@ class ForwardingSender(RTCRtpSender):
         )
         await self.on_negotiated(params)
 
-    async def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None:
-        await self.transport._send_rtp(data)
+    def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None:
+        """Protect and send now: straight to the nominated pair's socket transport, which
+        is all aiortc's `_send_rtp` ends in after four awaits."""
+        dtls = self.transport
+        if dtls._state != DtlsState.CONNECTED:
+            self._egress = None
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        send = self._egress
+        if send is None:
+            send = self._egress = self._open_egress(dtls)
+        send(data)
         self._RTCRtpSender__packet_count += 1
         self._RTCRtpSender__octet_count += payload_size
         if not self.has_sender_clock:
             # Until the publisher's first SR arrives, pair arrival time with the timestamp.
             self._RTCRtpSender__ntp_timestamp = current_ntp_time()
             self._RTCRtpSender__rtp_timestamp = timestamp
+
+    @staticmethod
+    def _open_egress(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
+        """protect + sendto on the nominated pair's socket, bound once per connection."""
+        pair = nominated_pair(dtls)
+        transport = pair.protocol.transport if pair is not None else None
+        if pair is None or transport is None:
+            raise ConnectionError("Cannot send encrypted RTP, no nominated ICE pair")
+        protect = fast_protect(dtls._tx_srtp)
+        remote = pair.remote_addr
+        sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
+        if sock is None:
+            transport_sendto = transport.sendto
+
+            def send(data: bytes) -> None:
+                transport_sendto(protect(data), remote)
+
+            return send
+        sock_sendto = sock.sendto
+
+        def send_direct(data: bytes) -> None:
+            # Safe to bypass asyncio's datagram transport: UDP needs no ordering with
+            # what it may have buffered, and a full socket buffer means a drop either way.
+            try:
+                sock_sendto(protect(data), remote)
+            except BlockingIOError:
+                pass  # dropped as on a congested link; NACK/PLI repair it
+            except OSError as exc:  # the socket is closed: the connection is going away
+                raise ConnectionError(str(exc)) from exc
+
+        return send_direct
 
     async def resend(self, data: bytes) -> None:
         await self.transport._send_rtp(data)

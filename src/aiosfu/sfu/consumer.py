@@ -19,7 +19,8 @@ from aiosfu.sfu.rewrite import OutputParams, RtpRewriter
 class RtpOutput(Protocol):
     """The subscriber-side sender: writes RTP and keeps its Sender Reports true."""
 
-    async def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None: ...
+    def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None:
+        """Send now, synchronously (raises ConnectionError when the transport is gone)."""
 
     async def resend(self, data: bytes) -> None: ...
 
@@ -62,7 +63,9 @@ class Consumer:
             self._next_keyframe_request = self.activated_at + self.keyframe_retry_interval
             await self.producer.request_keyframe()
 
-    async def send(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
+    def forward(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
+        """The per-subscriber step of the producer's fan-out: synchronous, no allocation
+        beyond the outgoing datagram."""
         rewriter = self.rewriter
         if rewriter is None:
             return
@@ -72,7 +75,7 @@ class Consumer:
                 now = time.monotonic()
                 if now >= self._next_keyframe_request:
                     self._next_keyframe_request = now + self.keyframe_retry_interval
-                    await self.producer.request_keyframe()
+                    self.producer.want_keyframe()
                 return
             self.waiting_for_keyframe = False
         if not rewriter.started:
@@ -80,15 +83,22 @@ class Consumer:
             self.first_packet_at = time.monotonic()
             if self.producer.sender_clock is not None:
                 self.on_sender_clock(*self.producer.sender_clock)
-        data = rewriter.rewrite(packet, abs_send_time)
+        size = len(packet.payload)
         self.packets_out += 1
-        self.bytes_out += len(packet.payload)
+        self.bytes_out += size
         try:
-            await self.output.write_rtp(
-                data, len(packet.payload), rewriter.timestamp(packet.timestamp)
+            self.output.write_rtp(
+                rewriter.rewrite(packet, abs_send_time),
+                size,
+                (packet.timestamp + rewriter.timestamp_offset) & 0xFFFFFFFF,
             )
         except ConnectionError:
             pass  # transport going away; the peer connection's state change cleans up
+
+    async def send(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
+        """`forward` for callers on the event loop (RTCP it queued is sent before return)."""
+        self.forward(packet, keyframe, abs_send_time)
+        await self.producer.flush_rtcp()
 
     def on_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """Map the publisher's SR clock into this subscriber's timestamp space."""

@@ -8,10 +8,12 @@ keyframe requests sent upstream (many subscribers asking at once cost one PLI).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine
+from time import time as wall_clock
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
@@ -20,6 +22,15 @@ from aiosfu.sfu.packet_cache import PacketCache
 
 if TYPE_CHECKING:
     from aiosfu.sfu.consumer import Consumer
+
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def abs_send_time_now() -> int:
+    """abs-send-time (6.18 fixed-point seconds, 24 bits) from the wall clock, without the
+    datetime arithmetic of aiortc's `current_ntp_time` (this runs per inbound packet)."""
+    return int((wall_clock() + NTP_EPOCH_OFFSET) * 262144) & 0xFFFFFF
 
 
 class Upstream(Protocol):
@@ -72,36 +83,67 @@ class Producer:
         self.keyframe_requests_sent = 0
         self.keyframe_requests_suppressed = 0
         self.retransmission_requests_sent = 0
+        self.packets_in_fast_path = 0
+        self._trailing_request: asyncio.TimerHandle | None = None
+        self._video = kind == "video"
+        self._rtcp: list[Coroutine[Any, Any, None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def forward(self, packet: RtpPacket) -> None:
+        """The hot path: one inbound packet to every sink and consumer in one synchronous
+        pass, called straight from the socket callback (aiortc_hooks.FastIngress). RTCP
+        it calls for (a keyframe request) goes out right after, as a task."""
+        self.packets_in_fast_path += 1
+        self._forward(packet)
+        if self._rtcp:
+            self._send_rtcp_later()
 
     async def on_rtp(self, packet: RtpPacket) -> None:
+        """The same for callers on the event loop: RTCP it calls for is sent before return."""
+        self._forward(packet)
+        await self.flush_rtcp()
+
+    async def flush_rtcp(self) -> None:
+        """Send the RTCP the last forwarding pass queued."""
+        while self._rtcp:
+            await self._rtcp.pop(0)
+
+    def _forward(self, packet: RtpPacket) -> None:
         payload = packet.payload
         if not payload:
-            await self._forward_padding(packet)
+            self._forward_padding(packet)
             return
         self.ssrc = packet.ssrc
         self.packets_in += 1
         self.bytes_in += len(payload)
         self.cache.put(packet)
-        keyframe = self.kind == "video" and self.is_keyframe(payload)
+        keyframe = self._video and self.is_keyframe(payload)
         if keyframe:
             self.keyframes_in += 1
         for sink in self.sinks:
             sink.on_rtp(packet, keyframe)
-        if not self.consumers:
-            return
-        abs_send_time = (current_ntp_time() >> 14) & 0xFFFFFF
-        for consumer in self.consumers:
-            await consumer.send(packet, keyframe, abs_send_time)
+        consumers = self.consumers
+        if consumers:
+            abs_send_time = abs_send_time_now()
+            for consumer in consumers:
+                consumer.forward(packet, keyframe, abs_send_time)
 
-    async def _forward_padding(self, packet: RtpPacket) -> None:
+    def _forward_padding(self, packet: RtpPacket) -> None:
         """Padding-only packets (bandwidth probes) carry a sequence number of the stream:
         forwarding them keeps every subscriber's sequence gap-free, so nobody NACKs them."""
         if packet.ssrc != self.ssrc:
             return
         self.cache.put(packet)
-        abs_send_time = (current_ntp_time() >> 14) & 0xFFFFFF
+        abs_send_time = abs_send_time_now()
         for consumer in self.consumers:
-            await consumer.send(packet, False, abs_send_time)
+            consumer.forward(packet, False, abs_send_time)
+
+    def _send_rtcp_later(self) -> None:
+        for coro in self._rtcp:
+            task = asyncio.ensure_future(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._rtcp.clear()
 
     def on_sender_report(self, ssrc: int, ntp_timestamp: int, rtp_timestamp: int) -> None:
         if self.ssrc is not None and ssrc != self.ssrc:
@@ -112,17 +154,47 @@ class Producer:
         for consumer in self.consumers:
             consumer.on_sender_clock(ntp_timestamp, rtp_timestamp)
 
-    async def request_keyframe(self) -> bool:
-        """Ask the publisher for a keyframe unless one was asked for very recently."""
-        if self.kind != "video" or self.ssrc is None or self.closed:
+    def _may_request_keyframe(self, *, trailing: bool = False) -> bool:
+        """The rate limit: many subscribers asking at once cost the publisher one PLI
+        now and, if more asked meanwhile, one more when the interval ends (a request that
+        lands inside the interval is deferred, never lost: that subscriber's decoder is
+        waiting for it)."""
+        if not self._video or self.ssrc is None or self.closed:
             return False
         now = time.monotonic()
-        if now - self._last_keyframe_request < self.keyframe_request_interval:
-            self.keyframe_requests_suppressed += 1
+        wait = self._last_keyframe_request + self.keyframe_request_interval - now
+        if wait > 0:
+            if not trailing:
+                self.keyframe_requests_suppressed += 1
+            if self._trailing_request is None:
+                loop = asyncio.get_running_loop()
+                self._trailing_request = loop.call_later(wait, self._send_trailing_request)
             return False
         self._last_keyframe_request = now
         self.keyframe_requests_sent += 1
+        return True
+
+    def _send_trailing_request(self) -> None:
+        self._trailing_request = None
+        if self._may_request_keyframe(trailing=True):
+            assert self.ssrc is not None
+            self._rtcp.append(self.upstream.request_keyframe(self.ssrc))
+            self._send_rtcp_later()
+
+    async def request_keyframe(self) -> bool:
+        """Ask the publisher for a keyframe unless one was asked for very recently."""
+        if not self._may_request_keyframe():
+            return False
+        assert self.ssrc is not None
         await self.upstream.request_keyframe(self.ssrc)
+        return True
+
+    def want_keyframe(self) -> bool:
+        """`request_keyframe` from the synchronous forwarding pass: queued, sent after it."""
+        if not self._may_request_keyframe():
+            return False
+        assert self.ssrc is not None
+        self._rtcp.append(self.upstream.request_keyframe(self.ssrc))
         return True
 
     async def request_retransmission(self, sequence_numbers: list[int]) -> None:
@@ -149,6 +221,9 @@ class Producer:
 
     def close(self) -> None:
         self.closed = True
+        if self._trailing_request is not None:
+            self._trailing_request.cancel()
+            self._trailing_request = None
         self.sinks.clear()
         for consumer in list(self.consumers):
             consumer.close()
@@ -160,6 +235,7 @@ class Producer:
             "codec": self.mime_type,
             "ssrc": self.ssrc,
             "packetsIn": self.packets_in,
+            "packetsInFastPath": self.packets_in_fast_path,
             "bytesIn": self.bytes_in,
             "keyframesIn": self.keyframes_in,
             "keyframeRequestsSent": self.keyframe_requests_sent,

@@ -22,6 +22,7 @@ URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 _HEADER = struct.Struct("!BBHII")
 _SEQ = struct.Struct("!H")
+_WORD = struct.Struct("!I")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,17 @@ class OutputParams:
     rtx_payload_type: int | None = None
     mid: str | None = None
     extension_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Layout:
+    """One precomputed header: where the per-packet extension values go."""
+
+    template: bytearray
+    ast_at: int  # offset of the abs-send-time element, 0 when absent
+    ast_word: int  # its ID/length byte, shifted to sit in front of the 24-bit value
+    level_at: int  # offset of the audio-level element, 0 when absent
+    first_byte: int  # V=2, X when there is an extension block
 
 
 def random_start_sequence() -> int:
@@ -66,6 +78,32 @@ class RtpRewriter:
         if self._mid_id is not None and params.mid:
             mid = params.mid.encode()[:16]
             self._mid_element = bytes([(self._mid_id << 4) | (len(mid) - 1)]) + mid
+        self._build_template()
+
+    def _build_template(self) -> None:
+        """The headers of the common cases, laid out once, with the same bytes
+        `_extensions` would build: per packet only the changing fields are packed in."""
+        self._plain = self._layout(with_level=False)
+        self._leveled = self._layout(with_level=True) if self._level_id is not None else None
+
+    def _layout(self, with_level: bool) -> _Layout:
+        elements = len(self._mid_element)
+        ast_at = level_at = 0
+        if self._ast_id is not None:
+            ast_at = 16 + elements
+            elements += 4
+        if with_level and self._level_id is not None:
+            level_at = 16 + elements
+            elements += 2
+        elements += -elements % 4
+        template = bytearray(12 + (4 + elements if elements else 0))
+        if elements:
+            template[12:16] = b"\xbe\xde" + _SEQ.pack(elements // 4)
+            template[16 : 16 + len(self._mid_element)] = self._mid_element
+        if level_at:
+            template[level_at] = (self._level_id or 0) << 4
+        ast_word = ((self._ast_id or 0) << 4 | 2) << 24
+        return _Layout(template, ast_at, ast_word, level_at, 0x90 if elements else 0x80)
 
     def start(self, packet: RtpPacket) -> None:
         """Pin the offsets so `packet` goes out with the chosen start sequence/timestamp."""
@@ -96,6 +134,30 @@ class RtpRewriter:
         return b"\xbe\xde" + _SEQ.pack(len(block) // 4) + block
 
     def rewrite(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
+        """The packet as this subscriber gets it: the hot path of the forwarder."""
+        level = packet.extensions.audio_level if self._leveled is not None else None
+        layout = self._plain if level is None else self._leveled
+        assert layout is not None
+        if (layout.ast_at and abs_send_time is None) or packet.padding_size:
+            return self._rewrite_any(packet, abs_send_time)
+        template = layout.template
+        if level is not None:
+            template[layout.level_at + 1] = (level[0] << 7) | (level[1] & 0x7F)
+        if layout.ast_at:
+            _WORD.pack_into(template, layout.ast_at, layout.ast_word | abs_send_time)
+        _HEADER.pack_into(
+            template,
+            0,
+            layout.first_byte,
+            (packet.marker << 7) | self.params.payload_type,
+            (packet.sequence_number + self.sequence_offset) & 0xFFFF,
+            (packet.timestamp + self.timestamp_offset) & 0xFFFFFFFF,
+            self.params.ssrc,
+        )
+        return b"".join((template, packet.payload))
+
+    def _rewrite_any(self, packet: RtpPacket, abs_send_time: int | None) -> bytes:
+        """Any packet, any extension set: the general (slower) path."""
         ext = self._extensions(packet, abs_send_time)
         padding = packet.padding_size
         header = _HEADER.pack(

@@ -1,0 +1,64 @@
+"""Summarise a py-spy raw profile of our server: where the forwarding time goes.
+
+`python -m bench.profile FILE` prints, for the stages of the forwarding path, the share
+of the samples spent in them (inclusive), and the functions most samples ended in.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+# (label, function as py-spy names it): the forwarding path, outside in
+STAGES = [
+    (
+        "socket callback → fan-out (all of forwarding)",
+        "FastIngress._install.<locals>.datagram_received",
+    ),
+    ("  SRTP unprotect (in)", "Session.unprotect"),
+    ("  RTP parse (in)", "RtpPacket.parse"),
+    ("  aiortc ingress work: stats, NACK, REMB (in)", "ForwardingReceiver._accept"),
+    ("  per-subscriber step (Consumer.forward)", "Consumer.forward"),
+    ("    header rewrite", "RtpRewriter.rewrite"),
+    ("    SRTP protect (out)", "fast_protect.<locals>.protect"),
+    ("    sendto (out, incl. kernel)", "_SelectorDatagramTransport.sendto"),
+    ("aiortc's own path (RTCP, DTLS, STUN)", "RTCDtlsTransport._recv_next"),
+    ("waiting in epoll (incl. wake-ups)", "EpollSelector.select"),
+]
+
+
+def load(path: Path) -> tuple[int, Counter[str], Counter[str]]:
+    total = 0
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        names = [frame.split(" (")[0] for frame in stack.split(";") if frame]
+        for name in set(names):
+            inclusive[name] += n
+        leaves[names[-1] if names else "<no Python frame>"] += n
+    return total, inclusive, leaves
+
+
+def summary(path: Path, top: int = 8) -> str:
+    total, inclusive, leaves = load(path)
+    if not total:
+        return f"{path.name}: no samples"
+    lines = [f"{path.name}: {total} samples", "", "| stage | share of samples |", "|---|---|"]
+    for label, name in STAGES:
+        lines.append(f"| {label} | {100 * inclusive[name] / total:.1f}% |")
+    lines += ["", "| where samples ended | share |", "|---|---|"]
+    for name, n in leaves.most_common(top):
+        lines.append(f"| `{name}` | {100 * n / total:.1f}% |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        print(summary(Path(arg)))
+        print()
