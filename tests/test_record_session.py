@@ -316,3 +316,34 @@ def test_muxer_opens_no_codec(tmp_path: Path) -> None:
     assert not muxer.write(0, b"\xfc\xff\xfe", 0.0, 0.02, True)  # back in time: refused
     muxer.close()
     assert probe(tmp_path / "x.webm")["streams"]["video"]["width"] == 320
+
+
+async def test_stop_does_not_wait_on_hung_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiosfu.record.muxer import Muxer
+
+    release = threading.Event()
+    close = Muxer.close
+    monkeypatch.setattr(Muxer, "close", lambda self: (release.wait(10), close(self)))
+    stopped: list[Recording] = []
+    manager = RecordingManager(tmp_path, on_stopped=stopped.append, sync_wait=0.0, stop_timeout=0.3)
+    audio = FakeProducer("audio/opus")
+    stream = Stream(audio, seq=1, ts=0)
+    await manager.start("r", "u", "u#1", [audio])
+    for index in range(25):
+        for packet in stream.packets(audio_frame(index)):
+            audio.deliver(packet)
+    await asyncio.sleep(0.6)  # past the reorder window: written
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    result = await manager.stop("u#1", "unpublished")
+    assert loop.time() - asked < 1.0  # an unpublish is not held up by the disk
+    assert result is not None and "still closing" in result.error
+    release.set()
+    for _ in range(100):
+        if stopped:
+            break
+        await asyncio.sleep(0.05)
+    assert [r.reason for r in stopped] == ["unpublished"] and stopped[0].size > 0
+    assert decode_errors(tmp_path / stopped[0].file) == ""

@@ -45,6 +45,7 @@ class RecordingSession:
         sync_wait: float = 5.0,
         reorder_window: float = 0.4,
         keyframe_retry: float = 0.5,
+        stop_timeout: float = 10.0,
     ) -> None:
         self.recording = recording
         self.path = path
@@ -54,6 +55,7 @@ class RecordingSession:
         self.poll_interval = poll_interval
         self.sync_wait = sync_wait
         self.keyframe_retry = keyframe_retry
+        self.stop_timeout = stop_timeout
         self.state = "starting"  # then syncing, recording, stopped
         self.reason = ""
         self.muxer: Muxer | None = None
@@ -89,7 +91,17 @@ class RecordingSession:
             self.reason = reason
         self._detach()
         self._stopping.set()
-        recording = await asyncio.shield(self._done)
+        try:
+            recording = await asyncio.wait_for(asyncio.shield(self._done), self.stop_timeout)
+        except TimeoutError:
+            # Storage that does not answer (a hung network mount) must not hold up the
+            # unpublish or leave waiting on this: the thread finishes when it can.
+            log.warning("record-stop-slow", mid=self.recording.mid, file=str(self.path))
+            return replace(
+                self.recording,
+                reason=self.reason,
+                error=f"still closing: storage did not answer within {self.stop_timeout:g} s",
+            )
         # Its last act was to hand us the result: it is returning, a join is immediate.
         self._thread.join(timeout=1.0)
         return recording
