@@ -6,6 +6,7 @@ query parameters, the form and the `window.aiosfuDemo` hooks.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from aiosfu.client import Client, Mesh
 from tests.conftest import ServerProcess, wait_for
+from tests.media import FrameCounter, PatternTrack, wait_for_track
 
 pytestmark = pytest.mark.browser
 
@@ -169,3 +172,44 @@ async def test_chat_through_the_sfu_data_channel_shows_on_the_other_page(
     ]
     # The chat connection is not a stream: bob still sees only alice's camera.
     assert await bob.page.locator(".tile").count() == 1
+
+
+async def test_a_browser_and_an_aiortc_peer_share_a_mesh_room(
+    browser: Browser, server: ServerProcess
+) -> None:
+    bot = await Client.connect(server.ws_url, "bot")
+    mesh = Mesh(
+        bot, "mixed", tracks=[PatternTrack(320, 240)], receive=["video"], data_channel="chat"
+    )
+    await mesh.join()
+    page = await open_tab(browser, server, "alice", "room=mixed&mode=p2p&name=alice&autojoin=1")
+    await page.wait_demo(joined, "alice joins")
+    await wait_for(lambda: "alice" in mesh.links, 10)
+    link = mesh.links["alice"]
+    assert link.offerer  # the bot was there first
+
+    # The browser trickles its candidates; aiortc adds them and connects. The bot offered
+    # no audio slot, so the browser renegotiates to send its microphone.
+    camera = FrameCounter(await wait_for_track(link, "video", timeout=15)).start()
+    await wait_for(lambda: camera.frames >= 20, 20)
+    assert camera.sizes == {(640, 480)}
+
+    async def page_decodes() -> bool:
+        stats = await page.page.evaluate("() => window.aiosfuDemo.peerStats()")
+        return any(s["uid"] == "bot" and s["framesDecoded"] >= 20 for s in stats)
+
+    await wait_for(page_decodes, 15, 0.2)
+    channel = await link.wait_channel("chat")
+    await page.wait_demo(lambda d: d.get("chatReady"), "chat channel opens")
+    channel.send("hello from python")
+    await page.page.locator("#chat-log li", has_text="hello from python").wait_for(timeout=5000)
+    await page.page.fill("#chat-input", "hi bot")
+    await page.page.press("#chat-input", "Enter")
+    label, message = await link.recv()
+    assert (label, json.loads(message)) == ("chat", {"type": "chat", "text": "hi bot"})
+    relayed = (await server.stats())["signal"]["p2p"]["relayed"]
+    assert relayed["candidate"] >= 1 and relayed["offer"] >= 2  # the bot's, then alice's
+    await wait_for(lambda: "audio" in link.tracks, 10)
+    assert mesh.links["alice"] is link  # renegotiated on the same connection
+    await camera.stop()
+    await bot.close()

@@ -209,9 +209,9 @@ class P2P:
         remote = data["from"]
         if method == "offer":
             link = self.links.get(remote)
-            renegotiation = link is not None and not link.offerer and not link.closed
-            if not renegotiation:
+            if link is None or link.closed:
                 link = self._new_link(remote, offerer=False)
+            # else a renegotiation (the remote added a track): answered on the same link
         else:
             link = self.links.get(remote)
             if link is None:
@@ -239,7 +239,17 @@ class P2P:
 
     async def _answer(self, link: PeerLink, data: Notification) -> None:
         pc = link.pc
-        await pc.setRemoteDescription(RTCSessionDescription(**data["jsep"]))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(**data["jsep"]))
+        except Exception:
+            if pc.remoteDescription is None:
+                raise
+            # Not a renegotiation aiortc can follow (the remote started over, new ICE
+            # and DTLS): a fresh connection replaces this one.
+            log.info("p2p-restart", remote=link.remote, rid=self.rid or "")
+            fresh = self._new_link(link.remote, offerer=False)
+            fresh.inbox.put_nowait(("offer", data))
+            return
         if not link.media_added:
             self._add_local_media(link)
         await pc.setLocalDescription(await pc.createAnswer())
