@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from aiortc.codecs import get_capabilities, get_encoder
+from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
@@ -347,3 +348,31 @@ async def test_stop_does_not_wait_on_hung_storage(
         await asyncio.sleep(0.05)
     assert [r.reason for r in stopped] == ["unpublished"] and stopped[0].size > 0
     assert decode_errors(tmp_path / stopped[0].file) == ""
+
+
+def test_paused_camera_does_not_hold_the_microphone_back(tmp_path: Path) -> None:
+    """With VP8, FFmpeg's interleaver would keep audio queued until the next picture."""
+    import shutil
+
+    from aiosfu.record.muxer import Muxer, file_format
+
+    path = tmp_path / "paused.webm"
+    muxer = Muxer(str(path), file_format(["audio/opus", "video/VP8"]))
+    audio_index = muxer.add_opus(2)
+    video_index = muxer.add_video("video/VP8", 320, 240)
+    muxer.start()
+    stream = Stream(FakeProducer("audio/opus"), seq=1, ts=0)
+    encoder = get_encoder(codec("video/VP8"))
+    keyframe = encoder.encode(video_frame(0), True)[0]
+    picture = b"".join(vp8_depayload(p) for p in keyframe)
+    assert muxer.write(video_index, picture, 0.0, 0.0, True)
+    for index in range(250):  # five seconds of sound, not one picture
+        for packet in stream.packets(audio_frame(index)):
+            muxer.write(audio_index, packet.payload, index * 0.02, 0.02, True)
+        muxer.pulse()
+    killed = tmp_path / "killed.webm"
+    shutil.copy(path, killed)  # what a kill -9 now would leave
+    muxer.close()
+    assert decode_errors(killed) == ""
+    assert analyse(killed).audio_seconds >= 3.0  # written although the camera paused
+    assert analyse(path).video_frames == 1 and abs(probe(path)["duration"] - 5.0) < 0.05

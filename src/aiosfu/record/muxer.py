@@ -30,15 +30,22 @@ from aiosfu.record.bitstream import OPUS_CLOCK, opus_head
 
 VIDEO_CLOCK = 90000
 
+# A video stream silent this long (seconds of file time) gets an empty packet, so the
+# other streams are written meanwhile (see Muxer.pulse).
+IDLE_VIDEO = 2.0
+
 # mime type -> (template encoder name; only its parameters are used)
 CODEC_TEMPLATES = {"audio/opus": "libopus", "video/vp8": "libvpx", "video/h264": "libx264"}
 
+# cluster_time_limit (ms) and page_duration (us) bound what a killed server loses; so
+# does max_interleave_delta (us): FFmpeg holds one track's packets until the others
+# catch up, 10 s by default, too long when a camera stops and the microphone does not.
+# Not Matroska's live mode, so a clean close still writes Cues and Duration.
+_ALWAYS = {"flush_packets": "1", "max_interleave_delta": "1000000"}
 CONTAINER_OPTIONS = {
-    # cluster_time_limit (ms): bounds what a killed server loses. Not live mode, so a
-    # clean close still writes Cues and Duration.
-    "matroska": {"cluster_time_limit": "1000", "flush_packets": "1"},
-    "webm": {"cluster_time_limit": "1000", "flush_packets": "1"},
-    "ogg": {"page_duration": "500000", "flush_packets": "1"},
+    "matroska": {"cluster_time_limit": "1000", **_ALWAYS},
+    "webm": {"cluster_time_limit": "1000", **_ALWAYS},
+    "ogg": {"page_duration": "500000", **_ALWAYS},
 }
 
 
@@ -72,6 +79,7 @@ class _Output:
     time_base: Fraction
     last_pts: int | None = None
     end: float = 0.0  # seconds: where the last packet written ends
+    pulsed: float = 0.0  # seconds: the last empty packet (see Muxer.pulse)
 
 
 class Muxer:
@@ -154,6 +162,32 @@ class Muxer:
         output.end = max(output.end, pts + duration)
         self.packets += 1
         return True
+
+    def pulse(self) -> None:
+        """Let audio through while a camera sends nothing.
+
+        FFmpeg's interleaver holds every packet until each stream has one queued, and
+        for VP8 it never gives up waiting (no max_interleave_delta), so a paused camera
+        would keep the microphone out of the file, lost if the server is killed. An
+        empty packet on the silent stream releases the queue and is not written.
+        """
+        now = self.duration
+        for output in self.outputs:
+            # Well behind the other streams, so a late picture still comes after it.
+            at = now - IDLE_VIDEO / 2
+            if output.kind != "video" or at - max(output.end, output.pulsed) < IDLE_VIDEO / 4:
+                continue
+            tb = output.time_base
+            ticks = round(at * tb.denominator / tb.numerator)
+            if output.last_pts is not None and ticks <= output.last_pts:
+                continue
+            packet = av.Packet()
+            packet.stream = output.stream
+            packet.time_base = tb
+            packet.pts = packet.dts = ticks
+            self.container.mux(packet)
+            output.last_pts = ticks
+            output.pulsed = at
 
     @property
     def duration(self) -> float:

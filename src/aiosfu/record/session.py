@@ -177,6 +177,7 @@ class RecordingSession:
             else:
                 track.frames_dropped += len(track.pending)
                 track.pending.clear()
+        muxer.pulse()
 
     def _ready(self, elapsed: float) -> bool:
         if all(t.pending and t.report is not None for t in self.tracks):
