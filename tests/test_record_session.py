@@ -138,7 +138,12 @@ class Stream:
 
 
 async def record_synthetic(
-    tmp_path: Path, video_mime: str | None, *, loss: float, seed: int = 3
+    tmp_path: Path,
+    video_mime: str | None,
+    *,
+    loss: float,
+    seed: int = 3,
+    muted: tuple[float, float] | None = None,
 ) -> tuple[Recording, dict[str, Any], list[FakeProducer]]:
     rng = random.Random(seed)
     audio = FakeProducer("audio/opus")
@@ -162,7 +167,8 @@ async def record_synthetic(
     for step in range(int(SECONDS * 50)):
         t = step / 50
         for packet in streams["audio"].packets(audio_frame(step)):
-            queue.append((t, audio, packet))
+            if muted is None or not muted[0] <= t < muted[1]:  # muted: nothing is sent
+                queue.append((t, audio, packet))
         if video_mime is not None:
             for index in range(int(t * 30), int((t + 0.02) * 30)):
                 if index / 30 >= VIDEO_STARTS:
@@ -376,3 +382,15 @@ def test_paused_camera_does_not_hold_the_microphone_back(tmp_path: Path) -> None
     assert decode_errors(killed) == ""
     assert analyse(killed).audio_seconds >= 3.0  # written although the camera paused
     assert analyse(path).video_frames == 1 and abs(probe(path)["duration"] - 5.0) < 0.05
+
+
+async def test_a_muted_microphone_leaves_the_audio_aligned(tmp_path: Path) -> None:
+    """The publisher sends no audio for 1.1 s (muted, or DTX silence) while video goes on."""
+    stopped, stats, _ = await record_synthetic(tmp_path, "video/VP8", loss=0.0, muted=(1.5, 2.6))
+    path = tmp_path / stopped.file
+    assert decode_errors(path) == ""
+    content = analyse(path)
+    assert abs(content.audio_seconds - SECONDS) <= 0.05, content
+    assert stats["tracks"][0]["framesConcealed"] == 55  # 1.1 s of 20 ms packets
+    assert len(content.beeps) == len(content.flashes) == len(MARKS), content
+    assert max(content.sync_errors()) <= 0.035, content  # the beep at 3 s is still at 3 s
