@@ -13,7 +13,7 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from aiosfu.client import Client
-from aiosfu.sfu.aiortc_hooks import fast_protect
+from aiosfu.sfu.aiortc_hooks import fast_protect, fast_protect_parts
 from aiosfu.sfu.rewrite import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -40,6 +40,16 @@ def test_fast_protect_matches_pylibsrtp() -> None:
         assert fast(packet) == reference.protect(packet)
     with pytest.raises(ValueError):
         fast(b"\x80" * 1500)
+
+
+def test_protecting_header_and_payload_apart_is_protecting_them_joined() -> None:
+    key = os.urandom(30)
+    reference, parts = _session(key), fast_protect_parts(_session(key))
+    assert parts is not None
+    for seq in range(50):
+        header = bytearray(struct.pack("!BBHII", 0x90, 96, seq, seq, 7) + b"\xbe\xde\x00\x01abcd")
+        payload = os.urandom(1100)
+        assert bytes(parts(header, payload)) == reference.protect(bytes(header) + payload)
 
 
 def test_fast_protect_keeps_its_session_alive() -> None:
@@ -79,7 +89,7 @@ def test_template_rewrite_is_the_general_rewrite(mid: str | None, ids: dict[str,
             if not rewriter.started:
                 rewriter.start(packet)
         abs_send_time = None if seq % 5 == 0 else rng.getrandbits(24)
-        assert fast.rewrite(packet, abs_send_time) == general._rewrite_any(packet, abs_send_time)
+        assert fast.rewrite(packet, abs_send_time) == general.rewrite_general(packet, abs_send_time)
 
 
 @pytest.mark.media

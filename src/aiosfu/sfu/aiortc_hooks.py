@@ -90,27 +90,48 @@ def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
     """`session.protect` without its per-call allocation and checks (a third of its cost
     at 1200 bytes): the same libsrtp call on the session's own buffer. Falls back to
     `session.protect` if pylibsrtp's internals are not where this expects them."""
+    parts = fast_protect_parts(session)
+    if parts is None:
+        return session.protect
+
+    def protect(data: bytes) -> bytes:
+        return bytes(parts(b"", data))
+
+    return protect
+
+
+def fast_protect_parts(
+    session: pylibsrtp.Session,
+) -> Callable[[bytes | bytearray, bytes], memoryview] | None:
+    """protect(header, payload): both copied once, straight into the session's own
+    buffer, protected there by libsrtp, and returned as a view of that buffer (valid until
+    the next call): no joined packet, no copy out. None if pylibsrtp's internals moved."""
     try:
         from pylibsrtp._binding import ffi, lib
 
         cdata, buffer, srtp = session._cdata, session._buffer, session._srtp[0]
     except (ImportError, AttributeError):
-        return session.protect
+        return None
     size = len(buffer) - SRTP_MAX_TRAILER_LEN
+    view = memoryview(buffer)
     length = ffi.new("int *")
     srtp_protect = lib.srtp_protect
 
-    def protect(data: bytes, _owner: pylibsrtp.Session = session) -> bytes:
+    def protect(
+        header: bytes | bytearray, payload: bytes, _owner: pylibsrtp.Session = session
+    ) -> memoryview:
         # _owner: `srtp` is only valid while the session that owns it lives
-        n = len(data)
+        h = len(header)
+        n = h + len(payload)
         if n > size:
             raise ValueError("packet is too long")
+        buffer[0:h] = header
+        buffer[h:n] = payload
         length[0] = n
-        buffer[0:n] = data
         error = srtp_protect(srtp, cdata, length)
         if error:
             raise pylibsrtp.Error(f"srtp_protect failed ({error})")
-        return buffer[0 : length[0]]
+        return view[: length[0]]
 
     return protect
 
@@ -336,8 +357,8 @@ class ForwardingSender(RTCRtpSender):
     on_negotiated: Callable[[OutputParams], Awaitable[None]]
     on_nack: Callable[[list[int]], Awaitable[None]]
     on_keyframe_request: Callable[[], Awaitable[None]]
-    # protect-and-send to the subscriber, bound once the transport is up
-    _egress: Callable[[bytes], None] | None
+    # send(header, payload) to the subscriber, bound once the transport is up
+    _egress: Callable[[bytes | bytearray, bytes], None] | None
 
     @classmethod
     def adopt(cls, sender: RTCRtpSender) -> ForwardingSender:
@@ -379,7 +400,7 @@ class ForwardingSender(RTCRtpSender):
         send = self._egress
         if send is None:
             send = self._egress = self._open_egress(dtls)
-        send(data)
+        send(b"", data)
         self._RTCRtpSender__packet_count += 1
         self._RTCRtpSender__octet_count += payload_size
         if not self.has_sender_clock:
@@ -387,30 +408,50 @@ class ForwardingSender(RTCRtpSender):
             self._RTCRtpSender__ntp_timestamp = current_ntp_time()
             self._RTCRtpSender__rtp_timestamp = timestamp
 
+    def write_rtp_parts(
+        self, header: bytearray, payload: bytes, payload_size: int, timestamp: int
+    ) -> None:
+        """`write_rtp(header + payload, ...)`, with header and payload copied straight
+        into the SRTP buffer: the forwarder's per-subscriber call."""
+        dtls = self.transport
+        if dtls._state != DtlsState.CONNECTED:
+            self._egress = None
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        send = self._egress
+        if send is None:
+            send = self._egress = self._open_egress(dtls)
+        send(header, payload)
+        self._RTCRtpSender__packet_count += 1
+        self._RTCRtpSender__octet_count += payload_size
+        if not self.has_sender_clock:
+            self._RTCRtpSender__ntp_timestamp = current_ntp_time()
+            self._RTCRtpSender__rtp_timestamp = timestamp
+
     @staticmethod
-    def _open_egress(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
-        """protect + sendto on the nominated pair's socket, bound once per connection."""
+    def _open_egress(dtls: RTCDtlsTransport) -> Callable[[bytes | bytearray, bytes], None]:
+        """send(header, payload): protect + sendto on the nominated pair's socket, bound
+        once per connection."""
         pair = nominated_pair(dtls)
         transport = pair.protocol.transport if pair is not None else None
         if pair is None or transport is None:
             raise ConnectionError("Cannot send encrypted RTP, no nominated ICE pair")
-        protect = fast_protect(dtls._tx_srtp)
         remote = pair.remote_addr
+        protect = fast_protect_parts(dtls._tx_srtp)
         sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
-        if sock is None:
-            transport_sendto = transport.sendto
+        if protect is None or sock is None:
+            session, transport_sendto = dtls._tx_srtp, transport.sendto
 
-            def send(data: bytes) -> None:
-                transport_sendto(protect(data), remote)
+            def send(header: bytes | bytearray, payload: bytes) -> None:
+                transport_sendto(session.protect(bytes(header) + payload), remote)
 
             return send
         sock_sendto = sock.sendto
 
-        def send_direct(data: bytes) -> None:
+        def send_direct(header: bytes | bytearray, payload: bytes) -> None:
             # Safe to bypass asyncio's datagram transport: UDP needs no ordering with
             # what it may have buffered, and a full socket buffer means a drop either way.
             try:
-                sock_sendto(protect(data), remote)
+                sock_sendto(protect(header, payload), remote)
             except BlockingIOError:
                 pass  # dropped as on a congested link; NACK/PLI repair it
             except OSError as exc:  # the socket is closed: the connection is going away

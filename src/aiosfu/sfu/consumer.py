@@ -8,12 +8,15 @@ producer's cache, and passes its PLI/FIR upstream through the producer's rate li
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from aiortc.rtp import RtpPacket
 
 from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import OutputParams, RtpRewriter
+
+WriteParts = Callable[[bytearray, bytes, int, int], None]
 
 
 class RtpOutput(Protocol):
@@ -23,6 +26,9 @@ class RtpOutput(Protocol):
         """Send now, synchronously (raises ConnectionError when the transport is gone)."""
 
     async def resend(self, data: bytes) -> None: ...
+
+    # Optional: `write_rtp_parts(header, payload, payload_size, timestamp)`, the same as
+    # `write_rtp(header + payload, ...)` without building the joined datagram.
 
     def set_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
@@ -51,6 +57,8 @@ class Consumer:
         self.keyframe_requests_received = 0
         self.activated_at: float | None = None
         self.first_packet_at: float | None = None
+        # header and payload straight into the sender's SRTP buffer, when it can do that
+        self._write_parts: WriteParts | None = getattr(output, "write_rtp_parts", None)
 
     async def activate(self, params: OutputParams) -> None:
         """The subscriber's transport is up and negotiated: start forwarding."""
@@ -83,15 +91,21 @@ class Consumer:
             self.first_packet_at = time.monotonic()
             if self.producer.sender_clock is not None:
                 self.on_sender_clock(*self.producer.sender_clock)
-        size = len(packet.payload)
+        payload = packet.payload
+        size = len(payload)
         self.packets_out += 1
         self.bytes_out += size
+        timestamp = (packet.timestamp + rewriter.timestamp_offset) & 0xFFFFFFFF
+        header = rewriter.header(packet, abs_send_time)
         try:
-            self.output.write_rtp(
-                rewriter.rewrite(packet, abs_send_time),
-                size,
-                (packet.timestamp + rewriter.timestamp_offset) & 0xFFFFFFFF,
-            )
+            if header is None:
+                self.output.write_rtp(
+                    rewriter.rewrite_general(packet, abs_send_time), size, timestamp
+                )
+            elif self._write_parts is not None:
+                self._write_parts(header, payload, size, timestamp)
+            else:
+                self.output.write_rtp(b"".join((header, payload)), size, timestamp)
         except ConnectionError:
             pass  # transport going away; the peer connection's state change cleans up
 

@@ -133,13 +133,16 @@ class RtpRewriter:
         block += b"\x00" * (-len(block) % 4)
         return b"\xbe\xde" + _SEQ.pack(len(block) // 4) + block
 
-    def rewrite(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
-        """The packet as this subscriber gets it: the hot path of the forwarder."""
+    def header(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytearray | None:
+        """The rewritten header (and extension block) for `packet`, packed into a buffer
+        this rewriter reuses (valid until its next call), so the sender can copy it
+        straight into its SRTP buffer in front of the untouched payload. None when the
+        packet needs the general path (padding, a negotiated extension with no value)."""
         level = packet.extensions.audio_level if self._leveled is not None else None
         layout = self._plain if level is None else self._leveled
         assert layout is not None
         if (layout.ast_at and abs_send_time is None) or packet.padding_size:
-            return self._rewrite_any(packet, abs_send_time)
+            return None
         template = layout.template
         if level is not None:
             template[layout.level_at + 1] = (level[0] << 7) | (level[1] & 0x7F)
@@ -154,9 +157,16 @@ class RtpRewriter:
             (packet.timestamp + self.timestamp_offset) & 0xFFFFFFFF,
             self.params.ssrc,
         )
-        return b"".join((template, packet.payload))
+        return template
 
-    def _rewrite_any(self, packet: RtpPacket, abs_send_time: int | None) -> bytes:
+    def rewrite(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
+        """The packet as this subscriber gets it."""
+        header = self.header(packet, abs_send_time)
+        if header is None:
+            return self.rewrite_general(packet, abs_send_time)
+        return b"".join((header, packet.payload))
+
+    def rewrite_general(self, packet: RtpPacket, abs_send_time: int | None) -> bytes:
         """Any packet, any extension set: the general (slower) path."""
         ext = self._extensions(packet, abs_send_time)
         padding = packet.padding_size
