@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda s: [parse_scenario(x) for x in s.split(",") if x],
         help="comma-separated 1vN / NvN (default: 1v1,1v5,1v10,1v20,1v40,2v2..6v6)",
     )
-    parser.add_argument("--duration", type=float, help="measured seconds per run (default 3)")
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
     parser.add_argument("--full", action="store_true", help="10 s windows, every baseline run")
     parser.add_argument("--clip-seconds", type=float, default=4.0, help="length of the clip")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -89,7 +89,7 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
     if unknown:
         raise SystemExit(f"unknown server(s): {', '.join(unknown)}")
     scenarios = args.scenarios or [one_to_many(n) for n in ONE_TO_MANY] + [mesh(n) for n in MESH]
-    duration = args.duration or (10.0 if args.full else 3.0)
+    duration = args.duration or (10.0 if args.full else 4.0)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     server_cpus, generator_cpus = pick_cpus()
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         RESULTS.mkdir(exist_ok=True)
         report.write_json(results, info, RESULTS / "latest.json")
         plot_name = "cpu-loss.png"
-        has_plot = report.plot(results, RESULTS / plot_name)
+        has_plot = report.plot(results, RESULTS / plot_name, info.get("sendto_floor_us"))
         body = report.markdown(
             results, command, info, f"bench/results/{plot_name}" if has_plot else None
         )

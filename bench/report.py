@@ -179,7 +179,10 @@ def write_json(results: Sequence[Result], info: dict[str, Any], path: Path) -> N
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
 
 
-def plot(results: Sequence[Result], path: Path) -> bool:
+TARGET_US_PER_PACKET_OUT = 10.0
+
+
+def plot(results: Sequence[Result], path: Path, floor_us: float | None = None) -> bool:
     """CPU µs per forwarded packet and loss % against subscriber count (the 1vN runs)."""
     try:
         import matplotlib
@@ -209,6 +212,9 @@ def plot(results: Sequence[Result], path: Path) -> bool:
         frames_lost = [100 - (f["frames_delivered_percent"] or 100.0) for _, f in points]
         if any(x > 1.5 for x in frames_lost):  # only where it says more than window edges
             loss_ax.plot(xs, frames_lost, "s--", c=color, label=f"{label}: video frames")
+    cpu_ax.axhline(TARGET_US_PER_PACKET_OUT, ls="--", c="grey", label="target (10 µs)")
+    if floor_us:
+        cpu_ax.axhline(floor_us, ls=":", c="black", label=f"bare sendto floor ({floor_us:.1f} µs)")
     cpu_ax.set(
         xlabel="subscribers (1 publisher)",
         ylabel="server CPU µs per forwarded packet",

@@ -283,7 +283,7 @@ async def measure(
         if waiting:
             result.notes.append(f"{waiting} of {len(subscriptions)} never got a keyframe")
         await asyncio.sleep(warmup)
-        idle_percent = await _idle_cpu_percent(server, publishers, min(2.0, duration))
+        idle_percent = await _idle_cpu_percent(server, publishers, min(1.5, duration))
 
         probes = [probe for s in subscriptions for probe in s.probes]
         frames_before = {id(p): p.tracks[1].sent for p in publishers}

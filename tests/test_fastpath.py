@@ -13,7 +13,7 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from aiosfu.client import Client
-from aiosfu.sfu.aiortc_hooks import fast_protect, fast_protect_parts
+from aiosfu.sfu.aiortc_hooks import fast_protect, fast_protect_parts, fast_unprotect
 from aiosfu.sfu.rewrite import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
@@ -50,6 +50,22 @@ def test_protecting_header_and_payload_apart_is_protecting_them_joined() -> None
         header = bytearray(struct.pack("!BBHII", 0x90, 96, seq, seq, 7) + b"\xbe\xde\x00\x01abcd")
         payload = os.urandom(1100)
         assert bytes(parts(header, payload)) == reference.protect(bytes(header) + payload)
+
+
+def test_fast_unprotect_matches_pylibsrtp() -> None:
+    key = os.urandom(30)
+    sender = _session(key)
+    inbound = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    reference = pylibsrtp.Session(policy=inbound)
+    fast = fast_unprotect(pylibsrtp.Session(policy=inbound))
+    for seq in range(100):
+        clear = struct.pack("!BBHII", 0x80, 96, seq, seq, 7) + os.urandom(500)
+        protected = sender.protect(clear)
+        assert fast(protected) == reference.unprotect(protected) == clear
+    with pytest.raises(pylibsrtp.Error):
+        fast(protected)  # a replay
+    with pytest.raises(pylibsrtp.Error):
+        fast(protected[:-1] + bytes([protected[-1] ^ 1]))  # tampered
 
 
 def test_fast_protect_keeps_its_session_alive() -> None:

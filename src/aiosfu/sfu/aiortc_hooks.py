@@ -62,7 +62,10 @@ from aiosfu.sfu.rewrite import OutputParams
 log = get_logger("aiosfu.sfu.fastpath")
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+CONNECTED = DtlsState.CONNECTED
+Send = Callable[[bytes | bytearray, bytes], None]
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
+DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
 
 # The private attributes used below; checked by tests so an aiortc upgrade fails loudly.
 RECEIVER_PRIVATE = (
@@ -136,6 +139,33 @@ def fast_protect_parts(
     return protect
 
 
+def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """`session.unprotect` without its per-call allocation and checks; raises
+    pylibsrtp.Error the same way. Falls back to `session.unprotect`."""
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        cdata, buffer, srtp = session._cdata, session._buffer, session._srtp[0]
+    except (ImportError, AttributeError):
+        return session.unprotect
+    size = len(buffer)
+    length = ffi.new("int *")
+    srtp_unprotect = lib.srtp_unprotect
+
+    def unprotect(data: bytes, _owner: pylibsrtp.Session = session) -> bytes:
+        n = len(data)
+        if n > size:
+            raise pylibsrtp.Error("packet is too long")
+        length[0] = n
+        buffer[0:n] = data
+        error = srtp_unprotect(srtp, cdata, length)
+        if error:
+            raise pylibsrtp.Error(f"srtp_unprotect failed ({error})")
+        return buffer[0 : length[0]]
+
+    return unprotect
+
+
 def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
     """aioice's nominated candidate pair under this DTLS transport, if ICE has one."""
     connection = getattr(dtls.transport, "_connection", None)
@@ -179,11 +209,27 @@ class FastIngress:
         protocol = pair.protocol
         remote = tuple(pair.remote_addr)
         fallback = protocol.datagram_received  # the class's, with ice.py's address filter
-        unprotect = self.dtls._rx_srtp.unprotect
+        unprotect = fast_unprotect(self.dtls._rx_srtp)
         routes = self.dtls._rtp_router.ssrc_table
         from_bytes = int.from_bytes
+        transport = protocol.transport
+        sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
+        max_size = getattr(transport, "max_size", 256 * 1024)
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            handle(data, addr)
+            if sock is None:
+                return
+            # A video frame arrives as a burst of packets: take what else is already
+            # queued now, instead of one event-loop turn (and epoll_wait) per datagram.
+            for _ in range(DRAIN_LIMIT):
+                try:
+                    data, addr = sock.recvfrom(max_size)
+                except OSError:  # drained (or an error asyncio will see on its next read)
+                    return
+                handle(data, addr)
+
+        def handle(data: bytes, addr: tuple[Any, ...]) -> None:
             # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
             if 127 < data[0] < 192 and len(data) > 12 and not 191 < data[1] < 224:
                 receiver = routes.get(from_bytes(data[8:12], "big"))
@@ -358,7 +404,7 @@ class ForwardingSender(RTCRtpSender):
     on_nack: Callable[[list[int]], Awaitable[None]]
     on_keyframe_request: Callable[[], Awaitable[None]]
     # send(header, payload) to the subscriber, bound once the transport is up
-    _egress: Callable[[bytes | bytearray, bytes], None] | None
+    _egress: tuple[Send, RTCDtlsTransport] | None
 
     @classmethod
     def adopt(cls, sender: RTCRtpSender) -> ForwardingSender:
@@ -393,14 +439,17 @@ class ForwardingSender(RTCRtpSender):
     def write_rtp(self, data: bytes, payload_size: int, timestamp: int) -> None:
         """Protect and send now: straight to the nominated pair's socket transport, which
         is all aiortc's `_send_rtp` ends in after four awaits."""
-        dtls = self.transport
-        if dtls._state != DtlsState.CONNECTED:
-            self._egress = None
-            raise ConnectionError("Cannot send encrypted RTP, not connected")
-        send = self._egress
-        if send is None:
-            send = self._egress = self._open_egress(dtls)
-        send(b"", data)
+        self.write_rtp_parts(b"", data, payload_size, timestamp)
+
+    def write_rtp_parts(
+        self, header: bytes | bytearray, payload: bytes, payload_size: int, timestamp: int
+    ) -> None:
+        """`write_rtp(header + payload, ...)`, with header and payload copied straight
+        into the SRTP buffer: the forwarder's per-subscriber call."""
+        egress = self._egress
+        if egress is None or egress[1]._state is not CONNECTED:
+            egress = self._egress = self._open_egress(self.transport)
+        egress[0](header, payload)
         self._RTCRtpSender__packet_count += 1
         self._RTCRtpSender__octet_count += payload_size
         if not self.has_sender_clock:
@@ -408,29 +457,12 @@ class ForwardingSender(RTCRtpSender):
             self._RTCRtpSender__ntp_timestamp = current_ntp_time()
             self._RTCRtpSender__rtp_timestamp = timestamp
 
-    def write_rtp_parts(
-        self, header: bytearray, payload: bytes, payload_size: int, timestamp: int
-    ) -> None:
-        """`write_rtp(header + payload, ...)`, with header and payload copied straight
-        into the SRTP buffer: the forwarder's per-subscriber call."""
-        dtls = self.transport
-        if dtls._state != DtlsState.CONNECTED:
-            self._egress = None
-            raise ConnectionError("Cannot send encrypted RTP, not connected")
-        send = self._egress
-        if send is None:
-            send = self._egress = self._open_egress(dtls)
-        send(header, payload)
-        self._RTCRtpSender__packet_count += 1
-        self._RTCRtpSender__octet_count += payload_size
-        if not self.has_sender_clock:
-            self._RTCRtpSender__ntp_timestamp = current_ntp_time()
-            self._RTCRtpSender__rtp_timestamp = timestamp
-
     @staticmethod
-    def _open_egress(dtls: RTCDtlsTransport) -> Callable[[bytes | bytearray, bytes], None]:
+    def _open_egress(dtls: RTCDtlsTransport) -> tuple[Send, RTCDtlsTransport]:
         """send(header, payload): protect + sendto on the nominated pair's socket, bound
-        once per connection."""
+        once per connection (kept with the transport whose state says it still holds)."""
+        if dtls._state is not CONNECTED:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
         pair = nominated_pair(dtls)
         transport = pair.protocol.transport if pair is not None else None
         if pair is None or transport is None:
@@ -444,7 +476,7 @@ class ForwardingSender(RTCRtpSender):
             def send(header: bytes | bytearray, payload: bytes) -> None:
                 transport_sendto(session.protect(bytes(header) + payload), remote)
 
-            return send
+            return send, dtls
         sock_sendto = sock.sendto
 
         def send_direct(header: bytes | bytearray, payload: bytes) -> None:
@@ -457,7 +489,7 @@ class ForwardingSender(RTCRtpSender):
             except OSError as exc:  # the socket is closed: the connection is going away
                 raise ConnectionError(str(exc)) from exc
 
-        return send_direct
+        return send_direct, dtls
 
     async def resend(self, data: bytes) -> None:
         await self.transport._send_rtp(data)
