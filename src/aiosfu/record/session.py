@@ -41,7 +41,7 @@ class RecordingSession:
         producers: Sequence[RecordableTrack],
         on_finished: Callable[[RecordingSession], None],
         *,
-        poll_interval: float = 0.02,
+        poll_interval: float = 0.1,
         sync_wait: float = 5.0,
         reorder_window: float = 0.4,
         keyframe_retry: float = 0.5,
