@@ -10,21 +10,28 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# (label, function as py-spy names it): the forwarding path, outside in
+# (label, function as py-spy names it, "incl" = samples in it and below, "self" = samples
+# that ended in it, which for a Python function calling C (socket.sendto) is that C call)
 STAGES = [
     (
-        "socket callback → fan-out (all of forwarding)",
+        "socket callback → fan-out done (all forwarding)",
         "FastIngress._install.<locals>.datagram_received",
+        "incl",
     ),
-    ("  SRTP unprotect (in)", "Session.unprotect"),
-    ("  RTP parse (in)", "RtpPacket.parse"),
-    ("  aiortc ingress work: stats, NACK, REMB (in)", "ForwardingReceiver._accept"),
-    ("  per-subscriber step (Consumer.forward)", "Consumer.forward"),
-    ("    header rewrite", "RtpRewriter.rewrite"),
-    ("    SRTP protect (out)", "fast_protect.<locals>.protect"),
-    ("    sendto (out, incl. kernel)", "_SelectorDatagramTransport.sendto"),
-    ("aiortc's own path (RTCP, DTLS, STUN)", "RTCDtlsTransport._recv_next"),
-    ("waiting in epoll (incl. wake-ups)", "EpollSelector.select"),
+    ("· SRTP unprotect (in)", "fast_unprotect.<locals>.unprotect", "incl"),
+    ("· RTP parse (in)", "RtpPacket.parse", "incl"),
+    ("· aiortc ingress work: stats, NACK, REMB (in)", "ForwardingReceiver._accept", "incl"),
+    ("· per-subscriber step (Consumer.forward)", "Consumer.forward", "incl"),
+    ("· · header rewrite", "RtpRewriter.header", "incl"),
+    ("· · SRTP protect (out)", "fast_protect_parts.<locals>.protect", "incl"),
+    (
+        "    sendto syscall (out, incl. kernel)",
+        "ForwardingSender._open_egress.<locals>.send_direct",
+        "self",
+    ),
+    ("asyncio loop bookkeeping", "BaseEventLoop._run_once", "self"),
+    ("aiortc's own path (RTCP, DTLS, STUN)", "RTCDtlsTransport._recv_next", "incl"),
+    ("in epoll_wait, runnable (wake-ups)", "EpollSelector.select", "self"),
 ]
 
 
@@ -50,8 +57,9 @@ def summary(path: Path, top: int = 8) -> str:
     if not total:
         return f"{path.name}: no samples"
     lines = [f"{path.name}: {total} samples", "", "| stage | share of samples |", "|---|---|"]
-    for label, name in STAGES:
-        lines.append(f"| {label} | {100 * inclusive[name] / total:.1f}% |")
+    for label, name, mode in STAGES:
+        samples = inclusive[name] if mode == "incl" else leaves[name]
+        lines.append(f"| {label} | {100 * samples / total:.1f}% |")
     lines += ["", "| where samples ended | share |", "|---|---|"]
     for name, n in leaves.most_common(top):
         lines.append(f"| `{name}` | {100 * n / total:.1f}% |")

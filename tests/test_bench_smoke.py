@@ -40,7 +40,7 @@ def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable, "-m", "bench", "--servers", "aiosfu", "--scenarios", "1v2",
-        "--duration", "1.5", "--clip-seconds", "2", "--json", str(out),
+        "--duration", "1", "--clip-seconds", "2", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
