@@ -247,8 +247,11 @@ async def test_rtp_clocks_and_sender_reports_place_every_frame(
         assert len(content.flashes) >= 1  # some pictures were lost, not all
     else:
         assert len(content.flashes) == len(MARKS)
-    # Each flash where its beep is (the beeps were checked against the marks above).
-    assert all(min(abs(f - m) for m in MARKS) <= 0.035 for f in content.flashes), content
+    # Each flash where its beep is (the beeps were checked against the marks above). With
+    # loss the first white pictures may be among those skipped until a keyframe: the
+    # flash then shows from a later one of its three pictures, never outside them.
+    late = 0.1 if loss else 0.035
+    assert all(any(m - 0.035 <= f <= m + late for m in MARKS) for f in content.flashes), content
     import av
 
     with av.open(str(path)) as container:
