@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from bench.floor import sendto_floor
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--write", action="store_true", help="update BENCHMARKS.md and bench/results/"
+    )
+    parser.add_argument(
+        "--rerender",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: render results saved by --json/--write again "
+        "(BENCHMARKS.md, bench/results/)",
     )
     parser.add_argument(
         "--profile",
@@ -146,6 +154,10 @@ async def run_and_print(
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.rerender:
+        results, info, command = report.read_json(args.rerender)
+        write_results(results, info, command)
+        return
     started = time.monotonic()
     info = report.machine()
     server_cpus, generator_cpus = pick_cpus()
@@ -162,17 +174,22 @@ def main(argv: list[str] | None = None) -> None:
         else shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     )
     if args.json:
-        report.write_json(results, info, args.json)
+        report.write_json(results, info, args.json, command)
     if args.write:
-        RESULTS.mkdir(exist_ok=True)
-        report.write_json(results, info, RESULTS / "latest.json")
-        plot_name = "cpu-loss.png"
-        has_plot = report.plot(results, RESULTS / plot_name, info.get("sendto_floor_us"))
-        body = report.markdown(
-            results, command, info, f"bench/results/{plot_name}" if has_plot else None
-        )
-        (RESULTS / "latest.md").write_text(body)
-        report.update_benchmarks_md(ROOT / "BENCHMARKS.md", body)
+        write_results(results, info, command)
     else:
         print(report.markdown(results, command, info, None))
     print(f"bench: {len(results)} runs in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def write_results(results: list[Result], info: dict[str, Any], command: str) -> None:
+    """bench/results/ (JSON, Markdown, plot) and the generated block of BENCHMARKS.md."""
+    RESULTS.mkdir(exist_ok=True)
+    report.write_json(results, info, RESULTS / "latest.json", command)
+    plot_name = "cpu-loss.png"
+    has_plot = report.plot(results, RESULTS / plot_name, info.get("sendto_floor_us"))
+    body = report.markdown(
+        results, command, info, f"bench/results/{plot_name}" if has_plot else None
+    )
+    (RESULTS / "latest.md").write_text(body)
+    report.update_benchmarks_md(ROOT / "BENCHMARKS.md", body)

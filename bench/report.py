@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.run import Result
+from bench.run import Result, Scenario
 
 OURS = "aiosfu"
 LABELS = {
@@ -44,8 +44,10 @@ RATIO_KEYS = [
     "cpu_us_per_packet_out",
     "cpu_percent",
     "loss_percent",
+    "frames_delivered_percent",
     "latency_p50_ms",
     "latency_p99_ms",
+    "first_packet_ms",
     "first_keyframe_ms",
     "rss_mb",
 ]
@@ -146,7 +148,8 @@ def markdown(
         table = ratio_table(results, baseline)
         if table:
             parts += [
-                f"### aiosfu ÷ {LABELS[baseline]} (below 1 = ours is lower)",
+                f"### aiosfu ÷ {LABELS[baseline]} (below 1: ours is lower, which is better "
+                "for every column but frames %)",
                 "",
                 table,
                 "",
@@ -160,8 +163,11 @@ def markdown(
     return "\n".join(parts)
 
 
-def write_json(results: Sequence[Result], info: dict[str, Any], path: Path) -> None:
+def write_json(
+    results: Sequence[Result], info: dict[str, Any], path: Path, command: str = ""
+) -> None:
     payload = {
+        "command": command,
         "machine": info,
         "results": [
             {
@@ -169,6 +175,7 @@ def write_json(results: Sequence[Result], info: dict[str, Any], path: Path) -> N
                 "scenario": r.scenario.name,
                 "publishers": r.scenario.publishers,
                 "subscribers_per_publisher": r.scenario.subscribers,
+                "mesh": r.scenario.mesh,
                 "figures": r.figures,
                 "notes": r.notes,
                 "error": r.error,
@@ -180,6 +187,27 @@ def write_json(results: Sequence[Result], info: dict[str, Any], path: Path) -> N
 
 
 TARGET_US_PER_PACKET_OUT = 10.0
+
+
+def read_json(path: Path) -> tuple[list[Result], dict[str, Any], str]:
+    """Results written by `write_json`, to render them again without measuring again."""
+    payload = json.loads(path.read_text())
+    results = [
+        Result(
+            r["server"],
+            Scenario(
+                r["scenario"],
+                r["publishers"],
+                r["subscribers_per_publisher"],
+                r.get("mesh", r["publishers"] > 1),
+            ),
+            r["figures"],
+            r["notes"],
+            r["error"],
+        )
+        for r in payload["results"]
+    ]
+    return results, payload["machine"], payload.get("command") or "make bench"
 
 
 def plot(results: Sequence[Result], path: Path, floor_us: float | None = None) -> bool:
