@@ -270,6 +270,7 @@ class ForwardingReceiver(RTCRtpReceiver):
     _rtcp_out: list[Coroutine[Any, Any, None]]
     _rtcp_tasks: set[asyncio.Task[None]]
     _failed: bool
+    _rtx_payload_types: set[int]  # is_rtx() per packet costs a string split
 
     @classmethod
     def adopt(
@@ -287,6 +288,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         receiver.forward = forward if callable(forward) else None
         receiver._rtcp_out = []
         receiver._rtcp_tasks = set()
+        receiver._rtx_payload_types = set()
         receiver._failed = False
         return receiver
 
@@ -297,6 +299,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         codecs: dict[int, RTCRtpCodecParameters] = self._RTCRtpReceiver__codecs
         for codec in parameters.codecs:
             codecs[codec.payloadType] = codec
+        self._rtx_payload_types = {pt for pt, codec in codecs.items() if is_rtx(codec)}
         for encoding in parameters.encodings:
             if encoding.rtx:
                 self._RTCRtpReceiver__rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
@@ -369,7 +372,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         if stream is None:
             stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
         stream.add(packet)
-        if is_rtx(codec):
+        if packet.payload_type in self._rtx_payload_types:
             original_ssrc = self._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)
             apt = codec.parameters.get("apt")
             if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
