@@ -154,7 +154,9 @@ async def record_synthetic(
         producers.append(video)
         streams["video"] = Stream(video, seq=65450, ts=0xFFFC0000)
     # Windows scaled to a feed about five times faster than real time.
-    manager = RecordingManager(tmp_path, reorder_window=0.2, sync_wait=10.0, keyframe_retry=0.1)
+    manager = RecordingManager(
+        tmp_path, poll_interval=0.02, reorder_window=0.2, sync_wait=10.0, keyframe_retry=0.1
+    )
     started = await manager.start("room", "teacher", "teacher#1", producers)
 
     # Sender Reports: the sender's wall clock at content time 0 is NTP_BASE.
@@ -244,7 +246,8 @@ async def test_rtp_clocks_and_sender_reports_place_every_frame(
     with_keyframes = producers[1].keyframe_requests
     if loss:
         assert with_keyframes >= 1  # resumed at keyframes it asked for
-        assert len(content.flashes) >= 1  # some pictures were lost, not all
+        sent = (SECONDS - VIDEO_STARTS) * 30
+        assert sent * 0.3 <= content.video_frames < sent, content  # lost some, not most
     else:
         assert len(content.flashes) == len(MARKS)
     # Each flash where its beep is (the beeps were checked against the marks above). With
