@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -68,8 +69,17 @@ def start_server(tmp_path: Path, *extra: str) -> ServerProcess:
     log_path = tmp_path / f"server-{port}.log"
     log = log_path.open("wb")
     cmd = [
-        sys.executable, "-m", "aiosfu", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--ice-ip", "127.0.0.1", *extra,
+        sys.executable,
+        "-m",
+        "aiosfu",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ice-ip",
+        "127.0.0.1",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     server = ServerProcess(proc=proc, port=port, log_path=log_path, extra_args=list(extra))
@@ -102,6 +112,19 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv = start_server(tmp_path)
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium per test; each page opens its own context."""
+    from tests.browser import launch_chromium
+
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
 
 
 @pytest.fixture

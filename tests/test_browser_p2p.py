@@ -7,12 +7,10 @@ query parameters, the form and the `window.aiosfuDemo` hooks.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from aiosfu.client import Client, Mesh
 from tests.conftest import ServerProcess, wait_for
@@ -20,20 +18,6 @@ from tests.media import FrameCounter, PatternTrack, wait_for_track
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 DEMO_STATE = (
     "() => { const d = window.aiosfuDemo; return d && {state: d.state, error: d.error,"
     " errorCode: d.errorCode, mode: d.mode, localMid: d.localMid, chatReady: d.chatReady,"
@@ -65,18 +49,6 @@ class Tab:
                 f"{self.name}: {what}: {exc}\nstate: {latest}\nconsole:\n" + "\n".join(self.console)
             ) from exc
         return latest
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_tab(browser: Browser, server: ServerProcess, name: str, query: str) -> Tab:

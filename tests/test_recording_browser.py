@@ -12,25 +12,12 @@ import pytest
 from playwright.async_api import async_playwright
 
 from aiosfu.client import Client
+from tests.browser import launch_chromium
 from tests.conftest import start_server, stop_server
 from tests.test_recording import DURATION_TOLERANCE, analyse, decode_errors, probe
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 RECORD_SECONDS = 6.0
 
 
@@ -40,9 +27,7 @@ async def test_chromium_publication_recorded_to_webm(tmp_path: Path) -> None:
         recorder = await Client.connect(server.ws_url, "recorder")
         await recorder.join("r1")
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
+            browser = await launch_chromium(pw)
             page = await browser.new_page()
             console: list[str] = []
             page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
