@@ -528,14 +528,14 @@ async def test_record_and_stop_record_requests(tmp_path: Path) -> None:
         )
 
         await asyncio.sleep(2.0)  # well past the publisher's first keyframe
-        started = await student.request("record", {"rid": "lesson", "mid": mid})
+        started = await student.record("lesson", mid)
         begun = asyncio.get_running_loop().time()
         assert started["mid"] == mid and started["uid"] == "teacher" and "reason" not in started
         assert (await student.request("record", {"rid": "lesson", "mid": mid})) == started
         notified = await teacher.signaling.wait_for("record-started")
         assert notified["file"] == started["file"]
         await asyncio.sleep(3.0)
-        stopped = await student.request("stop-record", {"rid": "lesson", "mid": mid})
+        stopped = await student.stop_record("lesson", mid)
         elapsed = asyncio.get_running_loop().time() - begun
         assert stopped["file"] == started["file"] and stopped["reason"] == "requested"
         assert abs(stopped["duration"] - elapsed) <= DURATION_TOLERANCE, (stopped, elapsed)

@@ -210,6 +210,14 @@ class Client:
     async def broadcast(self, rid: str, data: Any) -> None:
         await self.request("broadcast", {"rid": rid, "data": data})
 
+    async def record(self, rid: str, mid: str) -> dict[str, Any]:
+        """Start recording stream `mid` on the server; the response names the file."""
+        return await self.request("record", {"rid": rid, "mid": mid})
+
+    async def stop_record(self, rid: str, mid: str) -> dict[str, Any]:
+        """Stop it; the response describes the closed file (duration, size)."""
+        return await self.request("stop-record", {"rid": rid, "mid": mid})
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive_interval)

@@ -389,6 +389,25 @@ export class Client extends Emitter {
     await this.request("broadcast", { rid, data });
   }
 
+  /**
+   * Start recording a stream on the server (see docs/recording.md).
+   * @param {string} rid
+   * @param {string} mid
+   * @returns {Promise<object>} the file being written
+   */
+  record(rid, mid) {
+    return this.request("record", { rid, mid });
+  }
+
+  /**
+   * Stop a recording; resolves with the closed file's duration and size.
+   * @param {string} rid
+   * @param {string} mid
+   */
+  stopRecord(rid, mid) {
+    return this.request("stop-record", { rid, mid });
+  }
+
   /** Close the socket and every peer connection; the client is then done. */
   close() {
     for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
