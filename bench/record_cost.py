@@ -3,7 +3,7 @@
 A measurement, not a test (pytest collects nothing here; speed targets belong in
 benchmarks). Run it in a loopback-only namespace:
 
-    unshare --net sh -c 'ip link set lo up && exec .venv/bin/python -m tests.test_record_cost 8 20'
+    unshare --net sh -c 'ip link set lo up && exec .venv/bin/python -m bench.record_cost 8 20'
 
 One publisher sends pre-encoded VP8 (640x360, ~1 Mbit/s, 30 fps) and Opus (bench/media.py,
 so the generator encodes nothing); N subscribers count packets without decoding
