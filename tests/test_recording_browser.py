@@ -55,8 +55,8 @@ async def test_chromium_publication_recorded_to_webm(tmp_path: Path) -> None:
     assert info["streams"]["video"]["codec_name"] == "vp8"
     assert (info["streams"]["video"]["width"], info["streams"]["video"]["height"]) == (640, 480)
     assert info["streams"]["audio"]["codec_name"] == "opus"
-    # Chromium encodes mono unless the answer asks it for stereo (ours does not).
-    assert info["streams"]["audio"]["channels"] == 1
+    # Our answer asks for stereo Opus (RFC 7587 stereo=1), so Chromium sends two channels.
+    assert info["streams"]["audio"]["channels"] == 2
     assert abs(info["duration"] - elapsed) <= DURATION_TOLERANCE, (info, elapsed)
     assert decode_errors(path, jittery_capture=True) == ""
     content = analyse(path)

@@ -150,6 +150,21 @@ class Emitter {
  * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`),
  * plus `close` ({code, reason}) when the socket ends and `keepalive-error`.
  */
+/**
+ * Browsers decode Opus as mono unless their own description asks for stereo
+ * (RFC 7587 `stereo=1`); the SFU forwards stereo as is, so ask for it.
+ * @param {string} sdp
+ * @returns {string}
+ */
+function withStereoOpus(sdp) {
+  const opus = new Set(
+    [...sdp.matchAll(/a=rtpmap:(\d+) opus\//gi)].map((m) => m[1]),
+  );
+  return sdp.replace(/a=fmtp:(\d+) ([^\r\n]*)/g, (line, pt, params) =>
+    opus.has(pt) && !/stereo=/.test(params) ? `${line};stereo=1;sprop-stereo=1` : line,
+  );
+}
+
 export class Client extends Emitter {
   /**
    * @param {object} [options]
@@ -422,7 +437,8 @@ export class Client extends Emitter {
 
   /** @returns {Promise<RTCSessionDescriptionInit>} an offer with all candidates */
   async _completeOffer(pc) {
-    await pc.setLocalDescription(await pc.createOffer());
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription({ type: "offer", sdp: withStereoOpus(offer.sdp) });
     await iceGatheringDone(pc, this.options.iceGatheringTimeout);
     return { type: "offer", sdp: pc.localDescription.sdp };
   }
