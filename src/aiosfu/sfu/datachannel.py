@@ -32,6 +32,7 @@ from typing import Any
 from aiortc import RTCDataChannel
 
 from aiosfu.log import get_logger
+from aiosfu.sfu.interface import SfuError
 
 log = get_logger("aiosfu.sctp")
 
@@ -42,11 +43,8 @@ BAD_MESSAGE = "bad-message"
 UNKNOWN_PEER = "unknown-peer"
 
 
-class RefusedMessage(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
+class RefusedMessage(SfuError):
+    """A data-channel message the relay will not carry; answered in band, on the channel."""
 
 
 @dataclass(eq=False)
