@@ -38,7 +38,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # frame is answered with an error and the connection carries on.
     ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4)
     await ws.prepare(request)
-    session = PeerSession(uid, ws)
+    transport = request.transport
+    session = PeerSession(uid, ws, abort=transport.abort if transport is not None else lambda: None)
     await service.attach(session)
     log.info("connected", uid=uid, remote=request.remote)
     watchdog = asyncio.ensure_future(_watch_keepalive(session, config.keepalive_timeout))
@@ -64,6 +65,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         watchdog.cancel()
         await service.detach(session)
+        await session.stop()
         log.info("disconnected", uid=uid, code=ws.close_code)
     return ws
 
