@@ -64,7 +64,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp_path: Path, *extra: str) -> ServerProcess:
+def start_server(
+    tmp_path: Path, *extra: str, ice_ips: tuple[str, ...] = ("127.0.0.1",)
+) -> ServerProcess:
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     log = log_path.open("wb")
@@ -77,8 +79,7 @@ def start_server(tmp_path: Path, *extra: str) -> ServerProcess:
         "127.0.0.1",
         "--port",
         str(port),
-        "--ice-ip",
-        "127.0.0.1",
+        *(arg for ip in ice_ips for arg in ("--ice-ip", ip)),
         *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)

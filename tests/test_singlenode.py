@@ -325,3 +325,35 @@ def _producer(stats: dict, mid: str, kind: str) -> dict:
 
 def _consumer(stats: dict, sid: str, kind: str) -> dict:
     return next(c for c in stats["sfu"]["subscriptions"][sid]["consumers"] if c["kind"] == kind)
+
+
+def _candidate_addresses(sdp: str) -> set[str]:
+    return {line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+async def test_without_ice_ip_a_loopback_only_machine_uses_loopback(tmp_path: Path) -> None:
+    # The tests run in a network namespace that has nothing but `lo`.
+    server = start_server(tmp_path, ice_ips=())
+    try:
+        pub_client, publication = await publisher(server)
+        assert _candidate_addresses(publication.pc.remoteDescription.sdp) == {"127.0.0.1"}
+        client, _, video, audio = await subscriber(server, "s1", publication.mid)
+        await wait_for(lambda: video.frames >= 5, 10)
+        await video.stop()
+        await audio.stop()
+        await client.close()
+        await pub_client.close()
+    finally:
+        stop_server(server)
+
+
+async def test_ice_ip_restricts_candidates_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    server = start_server(tmp_path, ice_ips=("127.0.0.2",))
+    try:
+        pub_client, publication = await publisher(server)
+        assert _candidate_addresses(publication.pc.remoteDescription.sdp) == {"127.0.0.2"}
+        await pub_client.close()
+    finally:
+        stop_server(server)
+    with pytest.raises(RuntimeError, match="does not appear to be an IPv4 or IPv6 address"):
+        start_server(tmp_path, ice_ips=("not-an-ip",))
