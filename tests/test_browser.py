@@ -7,12 +7,13 @@ permission prompt is involved. The browser is Debian's, never a downloaded one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser
 
+from tests.browser import DemoTab, open_tab
 from tests.conftest import ServerProcess, wait_for
 
 pytestmark = pytest.mark.browser
@@ -23,55 +24,31 @@ WIDTH, HEIGHT = 640, 480
 DECODE_DEADLINE_MS = 8000
 
 
+DEMO_STATE = (
+    "() => { const d = window.aiosfuDemo;"
+    " return d && {state: d.state, error: d.error, localMid: d.localMid,"
+    " subscriptions: d.subscriptions.map((s) => ({...s}))}; }"
+)
+
+
 @dataclass
-class DemoPage:
-    """One tab of the demo page, with whatever it logged, for failure messages."""
-
-    page: Page
-    name: str
-    console: list[str] = field(default_factory=list)
-
-    async def demo(self) -> dict:
-        return await self.page.evaluate(
-            "() => { const d = window.aiosfuDemo;"
-            " return d && {state: d.state, error: d.error, localMid: d.localMid,"
-            " subscriptions: d.subscriptions.map((s) => ({...s}))}; }"
-        )
-
+class DemoPage(DemoTab):
     async def video_stats(self) -> dict:
         """Stats plus the page's own clock, so deadlines are measured where answerAt was."""
         return await self.page.evaluate(
             "async () => ({now: performance.now(), stats: await window.aiosfuDemo.videoStats()})"
         )
 
-    async def wait_demo(self, predicate, what: str, within: float = 15.0) -> dict:
-        latest: dict = {}
-
-        async def check() -> bool:
-            nonlocal latest
-            latest = await self.demo() or {}
-            if latest.get("state") == "error":
-                raise AssertionError(f"{self.name}: page error: {latest.get('error')}")
-            return bool(predicate(latest))
-
-        try:
-            await wait_for(check, timeout=within, interval=0.1)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{self.name}: {what}: {exc}\nstate: {latest}\nconsole:\n" + "\n".join(self.console)
-            ) from exc
-        return latest
-
 
 async def open_demo(browser: Browser, server: ServerProcess, name: str, query: str) -> DemoPage:
-    """Open the page in its own context, like a separate participant's browser."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    tab = DemoPage(page=page, name=name)
-    page.on("console", lambda msg: tab.console.append(f"[{msg.type}] {msg.text}"))
-    page.on("pageerror", lambda err: tab.console.append(f"[pageerror] {err}"))
-    await page.goto(f"{server.http_url}/?{query}")
-    return tab
+    return await open_tab(
+        browser,
+        f"{server.http_url}/?{query}",
+        name,
+        DemoPage,
+        state_script=DEMO_STATE,
+        fail_on_error_state=True,
+    )
 
 
 async def join_alice_and_bob(browser: Browser, server: ServerProcess) -> tuple[DemoPage, DemoPage]:

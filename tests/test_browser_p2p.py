@@ -7,12 +7,13 @@ query parameters, the form and the `window.aiosfuDemo` hooks.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser
 
 from aiosfu.client import Client, Mesh
+from tests.browser import DemoTab
+from tests.browser import open_tab as open_demo_tab
 from tests.conftest import ServerProcess, wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
 
@@ -25,40 +26,9 @@ DEMO_STATE = (
 )
 
 
-@dataclass
-class Tab:
-    page: Page
-    name: str
-    console: list[str] = field(default_factory=list)
-
-    async def demo(self) -> dict:
-        return await self.page.evaluate(DEMO_STATE) or {}
-
-    async def wait_demo(self, predicate, what: str, within: float = 15.0) -> dict:  # type: ignore[no-untyped-def]
-        latest: dict = {}
-
-        async def check() -> bool:
-            nonlocal latest
-            latest = await self.demo()
-            return bool(predicate(latest))
-
-        try:
-            await wait_for(check, timeout=within, interval=0.1)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{self.name}: {what}: {exc}\nstate: {latest}\nconsole:\n" + "\n".join(self.console)
-            ) from exc
-        return latest
-
-
-async def open_tab(browser: Browser, server: ServerProcess, name: str, query: str) -> Tab:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    tab = Tab(page=page, name=name)
-    page.on("console", lambda msg: tab.console.append(f"[{msg.type}] {msg.text}"))
-    page.on("pageerror", lambda err: tab.console.append(f"[pageerror] {err}"))
-    await page.goto(f"{server.http_url}/?{query}")
-    return tab
+async def open_tab(browser: Browser, server: ServerProcess, name: str, query: str) -> DemoTab:
+    url = f"{server.http_url}/?{query}"
+    return await open_demo_tab(browser, url, name, DemoTab, state_script=DEMO_STATE)
 
 
 def joined(d: dict) -> bool:
@@ -76,7 +46,7 @@ async def test_one_to_one_p2p_room_decodes_each_others_camera_and_refuses_a_thir
     bob = await open_tab(browser, server, "bob", f"{query}&name=bob")
     await bob.wait_demo(joined, "bob joins")
 
-    async def decoding(tab: Tab, other: str) -> bool:
+    async def decoding(tab: DemoTab, other: str) -> bool:
         stats = await tab.page.evaluate("() => window.aiosfuDemo.peerStats()")
         return any(
             s["uid"] == other and s["framesDecoded"] >= 30 and s["frameWidth"] == 640 for s in stats
