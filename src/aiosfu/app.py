@@ -9,6 +9,7 @@ from aiosfu.log import get_logger
 from aiosfu.room import RoomPolicy, Rooms
 from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 from aiosfu.sfu.local import LocalSfu, SfuSettings
+from aiosfu.sfu.nat import nat_mapping
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
 from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
@@ -18,6 +19,7 @@ log = get_logger("aiosfu.app")
 
 def build_app(config: Config) -> web.Application:
     ice_addresses = use_host_addresses(config.ice_ips)
+    announced = nat_mapping(ice_addresses, config.public_ip, config.nat_1_1_mapping)
     drop_unverified_datagrams()
     sfu = LocalSfu(
         SfuSettings(
@@ -28,6 +30,7 @@ def build_app(config: Config) -> web.Application:
             datachannel_max_message_bytes=config.datachannel_max_message_bytes,
             datachannel_buffer_bytes=config.datachannel_buffer_bytes,
             record_dir=config.record_dir,
+            nat_mapping=announced,
         )
     )
     policy = RoomPolicy(
@@ -54,6 +57,7 @@ def build_app(config: Config) -> web.Application:
             url=f"http://{config.host}:{config.port}/",
             ws=f"ws://{config.host}:{config.port}/ws",
             ice=",".join(ice_addresses),
+            announced=",".join(f"{k}->{v}" for k, v in announced.items()) or "-",
         )
 
     async def on_shutdown(app: web.Application) -> None:

@@ -20,6 +20,7 @@ def _serve(args: argparse.Namespace) -> None:
             "host": args.host,
             "port": args.port,
             "ice_ips": args.ice_ip,
+            "public_ip": args.public_ip,
             "keepalive_timeout": args.keepalive_timeout,
             "log_level": args.log_level,
             "record_dir": args.record_dir,
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="IP",
         help="offer ICE host candidates on this address only (repeatable; loopback allowed)",
+    )
+    serve.add_argument(
+        "--public-ip",
+        metavar="IP",
+        help="behind 1:1 NAT: bind the ICE addresses, announce this public one in candidates",
     )
     serve.add_argument("--config", help="TOML config file (see config.sample.toml)")
     serve.add_argument(

@@ -30,6 +30,8 @@ class Config(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     ice_ips: list[str] = Field(default_factory=list)
+    public_ip: str = ""
+    nat_1_1_mapping: dict[str, str] = Field(default_factory=dict)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     signal_id: str = "signal-1"
     sfu_id: str = "sfu-1"
@@ -51,7 +53,7 @@ class Config(BaseModel):
 
 
 # Env vars taken as they are, never parsed as JSON (a room directory named "2024" stays text).
-_PLAIN_STRINGS = ("host", "signal_id", "sfu_id", "record_dir")
+_PLAIN_STRINGS = ("host", "public_ip", "signal_id", "sfu_id", "record_dir")
 
 
 def _env_value(raw: str) -> Any:

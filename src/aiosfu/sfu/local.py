@@ -29,6 +29,7 @@ from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverT
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.nat import announce_public
 from aiosfu.sfu.producer import Producer
 
 log = get_logger("aiosfu.sfu")
@@ -45,6 +46,8 @@ class SfuSettings:
     datachannel_max_message_bytes: int = 16384
     datachannel_buffer_bytes: int = 1 << 20
     record_dir: str = "recordings"
+    # Private ICE address -> the public one announced for it (1:1 NAT, sfu/nat.py).
+    nat_mapping: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,7 +211,7 @@ class LocalSfu:
             data=with_data,
         )
         return Published(
-            answer_sdp=_offer_stereo_opus(
+            answer_sdp=self._answer_text(
                 _limit_message_size(
                     pc.localDescription.sdp, self.settings.datachannel_max_message_bytes
                 )
@@ -254,7 +257,11 @@ class LocalSfu:
         self.subscribers[sid] = transport
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
-        return Subscribed(answer_sdp=_offer_stereo_opus(pc.localDescription.sdp), sid=sid)
+        return Subscribed(answer_sdp=self._answer_text(pc.localDescription.sdp), sid=sid)
+
+    def _answer_text(self, sdp: str) -> str:
+        """What aiortc wrote, with our Opus parameters and the addresses peers must use."""
+        return announce_public(_offer_stereo_opus(sdp), self.settings.nat_mapping)
 
     async def unpublish(self, rid: str, mid: str) -> None:
         transport = self.publishers.pop(mid, None)
