@@ -317,3 +317,48 @@ def test_media_through_the_server_only_in_sfu_rooms() -> None:
     with pytest.raises(RoomError) as exc:
         mesh.require_sfu("publish")
     assert code(exc) == "p2p-room" and "publish" in exc.value.reason
+
+
+# --- audience mode (docs/large-rooms.md) ---------------------------------------------
+
+
+def _lecture(threshold: int = 2) -> Rooms:
+    return Rooms(RoomPolicy(announce_members_up_to=threshold))
+
+
+def test_members_past_the_threshold_are_audience_announced_to_watchers_only() -> None:
+    rooms = _lecture()
+    for uid in ("t", "e", "s1", "s2"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    assert room.visible == {"t", "e"} and room.audience_mode
+    assert room.make_watcher("t") == ["s1", "s2"], "a new watcher hears of the audience"
+    assert sorted(room.told_of("e")) == ["s1", "s2", "t"], "early members: everyone"
+    assert room.told_of("s1") == ["t"], "audience: only watchers"
+    assert sorted(m.uid for m in room.listed_for("s2")) == ["e", "t"]
+    assert sorted(m.uid for m in room.listed_for("t")) == ["e", "s1", "s2"]
+
+
+def test_a_publishing_audience_member_becomes_visible_once() -> None:
+    rooms = _lecture()
+    for uid in ("t", "e", "s1", "s2"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    room.make_watcher("t")
+    assert room.make_watcher("s2") == ["s1"]
+    assert sorted(room.make_visible("s2")) == ["e", "s1"], "t was told when s2 joined"
+    assert room.make_visible("s2") == []
+    assert sorted(room.told_of("s2")) == ["e", "s1", "t"]
+
+
+def test_departure_says_who_had_been_told() -> None:
+    rooms = _lecture()
+    for uid in ("t", "e", "s1"):
+        rooms.join("r", Member(uid=uid, signalid="sig"))
+    assert rooms.leave("r", "s1").visible is False
+    assert rooms.leave("r", "e").visible is True
+
+
+def test_threshold_zero_announces_everyone() -> None:
+    rooms = _lecture(0)
+    for uid in ("a", "b", "c"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    assert room.visible == {"a", "b", "c"} and not room.audience_mode

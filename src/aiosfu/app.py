@@ -37,6 +37,7 @@ def build_app(config: Config) -> web.Application:
         default_mode=config.room_mode,
         capacities={"sfu": config.sfu_room_capacity, "p2p": config.p2p_room_capacity},
         presets={rid: (room.mode, room.capacity) for rid, room in config.rooms.items()},
+        announce_members_up_to=config.announce_members_up_to,
     )
     recorded_rooms = set(config.record_rooms)
     service = SignalService(

@@ -58,6 +58,9 @@ class Departure:
     subscriptions: list[Subscription] = field(default_factory=list)
     # Other members' subscriptions to the departing publications.
     orphaned: list[Subscription] = field(default_factory=list)
+    # Whether the whole room had been told of this member (see Room.visible); if not,
+    # only the room's watchers were, and only they hear it leave.
+    visible: bool = True
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class RoomPolicy:
     default_mode: Mode = "sfu"
     capacities: Mapping[str, int] = field(default_factory=lambda: {"sfu": 0, "p2p": 6})
     presets: Mapping[str, tuple[Mode, int]] = field(default_factory=dict)
+    # Audience mode (docs/large-rooms.md): a member joining a room that already holds
+    # this many is audience, announced only to watchers. 0: every member is announced.
+    announce_members_up_to: int = 100
 
 
 class Room:
@@ -83,6 +89,16 @@ class Room:
         self.members: dict[str, Member] = {}
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        # Audience mode. Every join announced to every member makes a class of N cost
+        # N^2 notifications, and each student learns of hundreds it never shows. So a
+        # member is `visible` (announced to everyone, listed to everyone) if it joined
+        # while the room was small or has published since; the others are audience,
+        # announced only to `watchers`: members who publish or run the room and need
+        # to see everyone. Both sets only grow while a member stays, so whoever was
+        # told of an arrival is also told of the departure.
+        self.visible: set[str] = set()
+        self.watchers: set[str] = set()
+        self.audience_mode = False  # has held audience members; room-count goes out
 
     def __repr__(self) -> str:
         return (
@@ -107,6 +123,42 @@ class Room:
 
     def others(self, uid: str) -> list[Member]:
         return [m for m in self.members.values() if m.uid != uid]
+
+    def listed_for(self, uid: str) -> list[Member]:
+        """The members `uid` is told of when it joins: everyone for a watcher or in a
+        small room, else only the visible ones (publishers, watchers, early members)."""
+        if uid in self.watchers or not self.audience_mode:
+            return self.others(uid)
+        return [self.members[v] for v in self.visible if v != uid]
+
+    def told_of(self, uid: str) -> list[str]:
+        """Who hears `uid` arrive or leave: everyone if it is visible, else the watchers."""
+        names = self.members if uid in self.visible else self.watchers
+        return [m for m in names if m != uid]
+
+    def make_visible(self, uid: str) -> list[str]:
+        """`uid` starts publishing: it becomes a watcher and visible to all.
+
+        Returns the members who had not been told of it and must hear `peer-join` now.
+        """
+        self.require_member(uid)
+        if uid in self.visible:
+            untold: list[str] = []
+        else:
+            untold = [m for m in self.members if m != uid and m not in self.watchers]
+            self.visible.add(uid)
+        return untold
+
+    def make_watcher(self, uid: str) -> list[str]:
+        """`uid` is to see everyone (it publishes or runs the room).
+
+        Returns the audience members it had not been told of, to announce to it now.
+        """
+        self.require_member(uid)
+        if uid in self.watchers:
+            return []
+        self.watchers.add(uid)
+        return [m for m in self.members if m != uid and m not in self.visible]
 
     def require_member(self, uid: str) -> Member:
         member = self.members.get(uid)
@@ -198,6 +250,11 @@ class Rooms:
             raise RoomError(
                 "room-full", f"room {rid!r} is full ({room.capacity} of {room.capacity} members)"
             )
+        limit = self.policy.announce_members_up_to
+        if not limit or len(room.members) < limit:
+            room.visible.add(member.uid)
+        else:
+            room.audience_mode = True
         room.members[member.uid] = member
         self._rooms[rid] = room
         return room
@@ -223,7 +280,9 @@ class Rooms:
     def leave(self, rid: str, uid: str) -> Departure:
         room = self.member_room(rid, uid)
         member = room.members.pop(uid)
-        departure = Departure(member=member)
+        departure = Departure(member=member, visible=uid in room.visible)
+        room.visible.discard(uid)
+        room.watchers.discard(uid)
         for pub in [p for p in room.publications.values() if p.uid == uid]:
             _, orphaned = room.remove_publication(pub.mid)
             departure.publications.append(pub)

@@ -7,8 +7,7 @@ commits the state change and tells the other peers. Anything a handler raises as
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiosfu.log import get_logger
 from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
 from aiosfu.sfu.interface import Recording, Sfu, SfuError
 from aiosfu.signal import protocol
+from aiosfu.signal.coalesce import Coalescer
 from aiosfu.signal.protocol import (
     BroadcastData,
     JoinData,
@@ -29,7 +29,7 @@ from aiosfu.signal.protocol import (
     UnpublishData,
     UnsubscribeData,
 )
-from aiosfu.signal.session import PeerSession
+from aiosfu.signal.session import PeerSession, encode
 
 log = get_logger("aiosfu.signal")
 
@@ -43,6 +43,7 @@ class SignalService:
         sfu: Sfu,
         signal_id: str,
         auto_record: Callable[[str], bool] = lambda rid: False,
+        room_count_interval: float = 1.0,
     ) -> None:
         self.rooms = rooms
         self.sfu = sfu
@@ -53,6 +54,8 @@ class SignalService:
         # their own sections to stats().
         self.departure_listeners: list[Callable[[str, str | None], None]] = []
         self.stat_sources: dict[str, Callable[[], Any]] = {}
+        # Large rooms (docs/large-rooms.md): members hear the head count at most this often.
+        self.room_counts = Coalescer(room_count_interval, self._send_room_count)
         self.register("join", JoinData, self.join)
         self.register("leave", LeaveData, self.leave)
         self.register("keepalive", KeepaliveData, self.keepalive)
@@ -127,13 +130,26 @@ class SignalService:
     async def notify_room(
         self, room: Room, method: str, data: dict[str, Any], exclude: str | None = None
     ) -> None:
-        message = protocol.notification(method, data)
-        sends = [
-            s.send(message)
-            for uid in list(room.members)
-            if uid != exclude and (s := self.sessions.get(uid)) is not None
-        ]
-        await asyncio.gather(*sends)
+        self.notify_many(room.members, method, data, exclude)
+
+    def notify_many(
+        self, uids: Iterable[str], method: str, data: dict[str, Any], exclude: str | None = None
+    ) -> None:
+        """One event to many peers: encoded once, the same text queued for each of them."""
+        text = encode(protocol.notification(method, data))
+        sessions = self.sessions
+        for uid in uids:
+            if uid != exclude and (session := sessions.get(uid)) is not None:
+                session.send_text(text)
+
+    def _count_changed(self, room: Room) -> None:
+        if room.audience_mode:
+            self.room_counts.changed(room.rid)
+
+    def _send_room_count(self, rid: str) -> None:
+        room = self.rooms.get(rid)
+        if room is not None:
+            self.notify_many(room.members, "room-count", {"rid": rid, "members": len(room.members)})
 
     # --- the seed-002 methods -------------------------------------------------------
 
@@ -146,17 +162,17 @@ class SignalService:
         room = self.rooms.join(data.rid, member, data.mode, data.capacity)
         session.rooms.add(data.rid)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
-        await self.notify_room(
-            room,
+        self.notify_many(
+            room.told_of(session.uid),
             "peer-join",
             {"rid": data.rid, "uid": session.uid, "bizid": data.bizid},
-            exclude=session.uid,
         )
+        self._count_changed(room)
         response: dict[str, Any] = {
             "pubs": [_pub_info(p) for p in room.publications.values() if p.has_media],
             "users": [
                 {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
-                for m in room.others(session.uid)
+                for m in room.listed_for(session.uid)
             ],
         }
         # Seed 002's exact response for a plain room; the mode and capacity when they matter.
@@ -184,12 +200,15 @@ class SignalService:
     async def _announce_departure(self, rid: str, departure: Departure) -> None:
         room = self.rooms.get(rid)
         if room is None:
+            self.room_counts.forget(rid)
             return
         for pub in [p for p in departure.publications if p.has_media]:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
-        await self.notify_room(room, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+        told = room.members if departure.visible else room.watchers
+        self.notify_many(told, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+        self._count_changed(room)
 
     async def keepalive(self, session: PeerSession, data: KeepaliveData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid)
@@ -213,6 +232,7 @@ class SignalService:
             raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         if pub.has_media:  # a data-only publish has nothing to subscribe to
+            self._announce_publisher(room, session.uid)
             await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
             if self.auto_record(data.rid):
                 await self._record_automatically(pub)
@@ -221,6 +241,17 @@ class SignalService:
             "mid": published.mid,
             "sfuid": published.sfuid,
         }
+
+    def _announce_publisher(self, room: Room, uid: str) -> None:
+        """A publisher sees everyone and is seen by everyone (audience mode)."""
+        for other in room.make_watcher(uid):
+            member = room.members[other]
+            info = {"rid": room.rid, "uid": other, "bizid": member.bizid}
+            self.notify_many((uid,), "peer-join", info)
+        untold = room.make_visible(uid)
+        if untold:
+            bizid = room.members[uid].bizid
+            self.notify_many(untold, "peer-join", {"rid": room.rid, "uid": uid, "bizid": bizid})
 
     async def unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
