@@ -7,7 +7,7 @@ and the rules are tested without sockets or WebRTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -164,7 +164,7 @@ class Rooms:
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
 
     def get(self, rid: str) -> Room | None:

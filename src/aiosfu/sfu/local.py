@@ -80,7 +80,8 @@ def _parse_offer(sdp: str) -> SessionDescription:
         raise SfuError(ErrorCode.BAD_SDP, f"the offer SDP cannot be parsed: {exc}") from exc
     if not any(m.kind in (*MEDIA_KINDS, "application") for m in description.media):
         raise SfuError(ErrorCode.BAD_SDP, "the offer has no audio, video or application m-line")
-    if not description.media or not description.media[0].ice.usernameFragment:
+    ice = description.media[0].ice if description.media else None
+    if ice is None or not ice.usernameFragment:
         raise SfuError(ErrorCode.BAD_SDP, "the offer has no ICE credentials")
     return description
 
