@@ -36,11 +36,13 @@ run: install
 
 test: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(LOOPBACK_ONLY) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 # The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
 bench-deps: install
@@ -58,4 +60,4 @@ bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache
+	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache

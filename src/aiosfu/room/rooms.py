@@ -7,21 +7,18 @@ and the rules are tested without sockets or WebRTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from aiosfu.contract import CodedError, ErrorCode
 
 Mode = Literal["sfu", "p2p"]
 MODES: tuple[Mode, ...] = ("sfu", "p2p")
 
 
-class RoomError(Exception):
-    """A request broke a room rule; `code` is stable and goes to the client as errorCode."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
+class RoomError(CodedError):
+    """A request broke a room rule."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ class Room:
         """Media through the server exists only in sfu rooms; a mesh room keeps it off."""
         if self.mode != "sfu":
             raise RoomError(
-                "p2p-room",
+                ErrorCode.P2P_ROOM,
                 f"room {self.rid!r} is a p2p (mesh) room: media goes directly between peers "
                 f"(offer/answer/candidate), so {what} is not available",
             )
@@ -163,27 +160,29 @@ class Room:
     def require_member(self, uid: str) -> Member:
         member = self.members.get(uid)
         if member is None:
-            raise RoomError("not-in-room", f"peer {uid!r} has not joined room {self.rid!r}")
+            raise RoomError(ErrorCode.NOT_IN_ROOM, f"peer {uid!r} has not joined room {self.rid!r}")
         return member
 
     def publication(self, mid: str) -> Publication:
         pub = self.publications.get(mid)
         if pub is None:
-            raise RoomError("unknown-mid", f"no stream {mid!r} in room {self.rid!r}")
+            raise RoomError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} in room {self.rid!r}")
         return pub
 
     def own_publication(self, uid: str, mid: str) -> Publication:
         pub = self.publication(mid)
         if pub.uid != uid:
-            raise RoomError("not-owner", f"stream {mid!r} is published by another peer")
+            raise RoomError(ErrorCode.NOT_OWNER, f"stream {mid!r} is published by another peer")
         return pub
 
     def own_subscription(self, uid: str, sid: str, mid: str | None = None) -> Subscription:
         sub = self.subscriptions.get(sid)
         if sub is None or sub.uid != uid:
-            raise RoomError("unknown-sid", f"no subscription {sid!r} of yours in room {self.rid!r}")
+            raise RoomError(
+                ErrorCode.UNKNOWN_SID, f"no subscription {sid!r} of yours in room {self.rid!r}"
+            )
         if mid is not None and sub.mid != mid:
-            raise RoomError("unknown-sid", f"subscription {sid!r} is not to stream {mid!r}")
+            raise RoomError(ErrorCode.UNKNOWN_SID, f"subscription {sid!r} is not to stream {mid!r}")
         return sub
 
     def add_publication(self, pub: Publication) -> None:
@@ -217,7 +216,7 @@ class Rooms:
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
 
     def get(self, rid: str) -> Room | None:
@@ -227,7 +226,7 @@ class Rooms:
         """The room `rid`, provided `uid` is in it: every in-room request starts here."""
         room = self._rooms.get(rid)
         if room is None or uid not in room.members:
-            raise RoomError("not-in-room", f"peer {uid!r} has not joined room {rid!r}")
+            raise RoomError(ErrorCode.NOT_IN_ROOM, f"peer {uid!r} has not joined room {rid!r}")
         return room
 
     def join(
@@ -239,16 +238,22 @@ class Rooms:
         if room is None:
             room = self._new_room(rid, mode, capacity)
         if member.uid in room.members:
-            raise RoomError("already-joined", f"peer {member.uid!r} is already in room {rid!r}")
+            raise RoomError(
+                ErrorCode.ALREADY_JOINED, f"peer {member.uid!r} is already in room {rid!r}"
+            )
         if mode is not None and mode != room.mode:
-            raise RoomError("room-mismatch", f"room {rid!r} is a {room.mode} room, not {mode}")
+            raise RoomError(
+                ErrorCode.ROOM_MISMATCH, f"room {rid!r} is a {room.mode} room, not {mode}"
+            )
         if capacity is not None and capacity != room.capacity:
             raise RoomError(
-                "room-mismatch", f"room {rid!r} has capacity {room.capacity}, not {capacity}"
+                ErrorCode.ROOM_MISMATCH,
+                f"room {rid!r} has capacity {room.capacity}, not {capacity}",
             )
         if room.is_full():
             raise RoomError(
-                "room-full", f"room {rid!r} is full ({room.capacity} of {room.capacity} members)"
+                ErrorCode.ROOM_FULL,
+                f"room {rid!r} is full ({room.capacity} of {room.capacity} members)",
             )
         limit = self.policy.announce_members_up_to
         if not limit or len(room.members) < limit:
@@ -265,14 +270,16 @@ class Rooms:
             return Room(rid, *preset)  # join() then checks the joiner's values against it
         chosen: Mode = mode or self.policy.default_mode
         if chosen not in MODES:
-            raise RoomError("invalid-params", f"room mode must be one of {MODES}, not {chosen!r}")
+            raise RoomError(
+                ErrorCode.INVALID_PARAMS, f"room mode must be one of {MODES}, not {chosen!r}"
+            )
         limit = self.policy.capacities.get(chosen, 0)
         if capacity is None:
             return Room(rid, chosen, limit)
         if capacity < 1 or (limit and capacity > limit):
             most = f"1 to {limit}" if limit else "at least 1"
             raise RoomError(
-                "capacity-too-large" if capacity >= 1 else "invalid-params",
+                ErrorCode.CAPACITY_TOO_LARGE if capacity >= 1 else ErrorCode.INVALID_PARAMS,
                 f"a {chosen} room holds {most} members, not {capacity}",
             )
         return Room(rid, chosen, capacity)

@@ -161,7 +161,8 @@ def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
         error = srtp_unprotect(srtp, cdata, length)
         if error:
             raise pylibsrtp.Error(f"srtp_unprotect failed ({error})")
-        return buffer[0 : length[0]]
+        clear: bytes = buffer[0 : length[0]]
+        return clear
 
     return unprotect
 
@@ -193,7 +194,7 @@ class FastIngress:
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport) -> None:
         if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
-            dtls._aiosfu_fast_ingress = cls(dtls)  # type: ignore[attr-defined]
+            dtls._aiosfu_fast_ingress = cls(dtls)
 
     def _on_state(self) -> None:
         if self.dtls._state == DtlsState.CONNECTED and self._installed_on is None:
@@ -298,6 +299,7 @@ class ForwardingReceiver(RTCRtpReceiver):
             return
         codecs: dict[int, RTCRtpCodecParameters] = self._RTCRtpReceiver__codecs
         for codec in parameters.codecs:
+            assert codec.payloadType is not None  # negotiated codecs always have one
             codecs[codec.payloadType] = codec
         self._rtx_payload_types = {pt for pt, codec in codecs.items() if is_rtx(codec)}
         for encoding in parameters.encodings:
@@ -420,6 +422,7 @@ class ForwardingSender(RTCRtpSender):
     async def send(self, parameters: RTCRtpSendParameters) -> None:
         await super().send(parameters)
         codec = parameters.codecs[0]
+        assert codec.payloadType is not None  # negotiated codecs always have one
         rtx_payload_type = next(
             (
                 c.payloadType

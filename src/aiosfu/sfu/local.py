@@ -23,12 +23,13 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
+from aiosfu.contract import ErrorCode, Published, Recording, SfuError, Subscribed
 from aiosfu.log import get_logger
 from aiosfu.record import RecordingManager
 from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
-from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.interface import SfuListener
 from aiosfu.sfu.nat import announce_public
 from aiosfu.sfu.producer import Producer
 
@@ -79,11 +80,12 @@ def _parse_offer(sdp: str) -> SessionDescription:
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the text trips it on
-        raise SfuError("bad-sdp", f"the offer SDP cannot be parsed: {exc}") from exc
+        raise SfuError(ErrorCode.BAD_SDP, f"the offer SDP cannot be parsed: {exc}") from exc
     if not any(m.kind in (*MEDIA_KINDS, "application") for m in description.media):
-        raise SfuError("bad-sdp", "the offer has no audio, video or application m-line")
-    if not description.media or not description.media[0].ice.usernameFragment:
-        raise SfuError("bad-sdp", "the offer has no ICE credentials")
+        raise SfuError(ErrorCode.BAD_SDP, "the offer has no audio, video or application m-line")
+    ice = description.media[0].ice if description.media else None
+    if ice is None or not ice.usernameFragment:
+        raise SfuError(ErrorCode.BAD_SDP, "the offer has no ICE credentials")
     return description
 
 
@@ -174,7 +176,7 @@ class LocalSfu:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await pc.close()
-            raise SfuError("bad-sdp", f"the offer was refused: {exc}") from exc
+            raise SfuError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}") from exc
         answer = SessionDescription.parse(pc.localDescription.sdp)
         answered = {m.rtp.muxId: m for m in answer.media if m.kind in MEDIA_KINDS}
         for transceiver in pc.getTransceivers():
@@ -199,7 +201,9 @@ class LocalSfu:
             transport.producers.append(producer)
         if not transport.producers and not with_data:
             await pc.close()
-            raise SfuError("codec-unsupported", "no offered audio/video codec can be received")
+            raise SfuError(
+                ErrorCode.CODEC_UNSUPPORTED, "no offered audio/video codec can be received"
+            )
         self.publishers[mid] = transport
         pc.on("connectionstatechange", lambda: self._on_publisher_state(transport))
         log.info(
@@ -224,7 +228,7 @@ class LocalSfu:
     async def subscribe(self, rid: str, uid: str, mid: str, offer_sdp: str) -> Subscribed:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         offer = _parse_offer(offer_sdp)
         sid = _new_id(uid)
         pc = self._new_peer_connection()
@@ -246,13 +250,15 @@ class LocalSfu:
             transport.consumers.append(consumer)
         if not transport.consumers:
             await pc.close()
-            raise SfuError("bad-sdp", f"the offer asks for no kind of media stream {mid!r} has")
+            raise SfuError(
+                ErrorCode.BAD_SDP, f"the offer asks for no kind of media stream {mid!r} has"
+            )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await self._close_subscriber(transport)
-            code = "codec-unsupported" if "parameters" in str(exc) else "bad-sdp"
+            code = ErrorCode.CODEC_UNSUPPORTED if "parameters" in str(exc) else ErrorCode.BAD_SDP
             raise SfuError(code, f"the offer was refused: {exc}") from exc
         self.subscribers[sid] = transport
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
@@ -299,16 +305,16 @@ class LocalSfu:
     async def start_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         return await self.recordings.start(rid, publisher.uid, mid, publisher.producers)
 
     async def stop_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         recording = await self.recordings.stop(mid, "requested")
         if recording is None:
-            raise SfuError("not-recording", f"stream {mid!r} is not being recorded")
+            raise SfuError(ErrorCode.NOT_RECORDING, f"stream {mid!r} is not being recorded")
         return recording
 
     def _tell_listener(self, event: str, recording: Recording) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from aiosfu.config import Config
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
 from aiosfu.signal import protocol
 from aiosfu.signal.service import SignalService
@@ -50,7 +51,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if size > config.max_frame_bytes:
                     response = protocol.response_error(
                         None,
-                        protocol.FRAME_TOO_LARGE,
+                        ErrorCode.FRAME_TOO_LARGE,
                         f"frame of {size} bytes exceeds {config.max_frame_bytes}",
                     )
                 else:
@@ -59,7 +60,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.BINARY:
                 await session.send(
                     protocol.response_error(
-                        None, protocol.BAD_REQUEST, "binary frames are not part of the protocol"
+                        None, ErrorCode.BAD_REQUEST, "binary frames are not part of the protocol"
                     )
                 )
     finally:

@@ -1,8 +1,9 @@
 """The seed-002 methods: room rules from `aiosfu.room`, media from an `Sfu`.
 
 Each handler validates against the room state first, then calls the media plane, then
-commits the state change and tells the other peers. Anything a handler raises as
-`RoomError`, `SfuError` or `ProtocolError` becomes an `ok:false` response with its code.
+commits the state change and tells the other peers. Anything a handler raises as a
+`CodedError` (`RoomError`, `SfuError`, `ProtocolError`) becomes an `ok:false` response with
+its code.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
+from aiosfu.contract import CodedError, ErrorCode, Recording, SfuError
 from aiosfu.log import get_logger
 from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
-from aiosfu.sfu.interface import Recording, Sfu, SfuError
+from aiosfu.sfu.interface import Sfu
 from aiosfu.signal import protocol
 from aiosfu.signal.coalesce import Coalescer
 from aiosfu.signal.protocol import (
@@ -109,7 +111,7 @@ class SignalService:
             _, handler = self.handlers[request.method]
             session.touch()
             return protocol.response_ok(request.id, await handler(session, data))
-        except (ProtocolError, RoomError, SfuError) as exc:
+        except CodedError as exc:
             if isinstance(exc, ProtocolError) and request_id is None:
                 request_id = exc.request_id
             log.info("request-refused", uid=session.uid, code=exc.code, reason=exc.reason)
@@ -117,7 +119,7 @@ class SignalService:
         except Exception:
             log.exception("request-failed", uid=session.uid)
             return protocol.response_error(
-                request_id, protocol.INTERNAL_ERROR, "the server failed to handle this request"
+                request_id, ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"
             )
 
     # --- notifications --------------------------------------------------------------
@@ -155,7 +157,7 @@ class SignalService:
 
     def _check_sfu(self, sfuid: str) -> None:
         if sfuid and sfuid != self.sfu.sfuid:
-            raise ProtocolError(protocol.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
+            raise ProtocolError(ErrorCode.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
 
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
         member = Member(uid=session.uid, signalid=self.signal_id, bizid=data.bizid)
@@ -229,7 +231,7 @@ class SignalService:
         room = self.rooms.get(data.rid)
         if room is None or session.uid not in room.members:
             await self.sfu.unpublish(data.rid, published.mid)
-            raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
+            raise RoomError(ErrorCode.NOT_IN_ROOM, f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         if pub.has_media:  # a data-only publish has nothing to subscribe to
             self._announce_publisher(room, session.uid)
