@@ -7,7 +7,7 @@ and the rules are tested without sockets or WebRTC.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,9 +55,8 @@ class Departure:
     subscriptions: list[Subscription] = field(default_factory=list)
     # Other members' subscriptions to the departing publications.
     orphaned: list[Subscription] = field(default_factory=list)
-    # Whether the whole room had been told of this member (see Room.visible); if not,
-    # only the room's watchers were, and only they hear it leave.
-    visible: bool = True
+    # Who had been told of this member (Room.told_of), and so must hear it leave.
+    told: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,13 +86,13 @@ class Room:
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
         # Audience mode. Every join announced to every member makes a class of N cost
-        # N^2 notifications, and each student learns of hundreds it never shows. So a
-        # member is `visible` (announced to everyone, listed to everyone) if it joined
-        # while the room was small or has published since; the others are audience,
-        # announced only to `watchers`: members who publish or run the room and need
-        # to see everyone. Both sets only grow while a member stays, so whoever was
-        # told of an arrival is also told of the departure.
-        self.visible: set[str] = set()
+        # N^2 notifications, and each student learns of hundreds it never shows. So
+        # `watchers` (members who publish or run the room) know and are known by
+        # everyone; `early` members (who joined while the room was small) know each
+        # other and the watchers, as seed 002 has it; everyone else is audience, known
+        # only to the watchers. A member only ever moves up (audience or early ->
+        # watcher), so whoever was told of an arrival is also told of the departure.
+        self.early: set[str] = set()
         self.watchers: set[str] = set()
         self.audience_mode = False  # has held audience members; room-count goes out
 
@@ -121,41 +120,36 @@ class Room:
     def others(self, uid: str) -> list[Member]:
         return [m for m in self.members.values() if m.uid != uid]
 
+    def knows(self, uid: str) -> list[str]:
+        """The members `uid` has been told of, and who have been told of it."""
+        if uid in self.watchers:
+            names: Iterable[str] = self.members
+        elif uid in self.early:
+            names = self.early | self.watchers
+        else:
+            names = self.watchers
+        return [m for m in names if m != uid and m in self.members]
+
     def listed_for(self, uid: str) -> list[Member]:
-        """The members `uid` is told of when it joins: everyone for a watcher or in a
-        small room, else only the visible ones (publishers, watchers, early members)."""
-        if uid in self.watchers or not self.audience_mode:
-            return self.others(uid)
-        return [self.members[v] for v in self.visible if v != uid]
+        """The members `uid` is told of in its join response."""
+        return [self.members[m] for m in self.knows(uid)]
 
     def told_of(self, uid: str) -> list[str]:
-        """Who hears `uid` arrive or leave: everyone if it is visible, else the watchers."""
-        names = self.members if uid in self.visible else self.watchers
-        return [m for m in names if m != uid]
+        """Who hears `uid` arrive or leave."""
+        return self.knows(uid)
 
-    def make_visible(self, uid: str) -> list[str]:
-        """`uid` starts publishing: it becomes a watcher and visible to all.
+    def promote(self, uid: str) -> list[str]:
+        """`uid` starts publishing: from now on it knows and is known by everyone.
 
-        Returns the members who had not been told of it and must hear `peer-join` now.
-        """
-        self.require_member(uid)
-        if uid in self.visible:
-            untold: list[str] = []
-        else:
-            untold = [m for m in self.members if m != uid and m not in self.watchers]
-            self.visible.add(uid)
-        return untold
-
-    def make_watcher(self, uid: str) -> list[str]:
-        """`uid` is to see everyone (it publishes or runs the room).
-
-        Returns the audience members it had not been told of, to announce to it now.
+        Returns the members it had not been paired with, who must hear `peer-join` of it,
+        and of whom it must hear `peer-join`.
         """
         self.require_member(uid)
         if uid in self.watchers:
             return []
+        known = set(self.knows(uid))
         self.watchers.add(uid)
-        return [m for m in self.members if m != uid and m not in self.visible]
+        return [m for m in self.members if m != uid and m not in known]
 
     def require_member(self, uid: str) -> Member:
         member = self.members.get(uid)
@@ -257,7 +251,7 @@ class Rooms:
             )
         limit = self.policy.announce_members_up_to
         if not limit or len(room.members) < limit:
-            room.visible.add(member.uid)
+            room.early.add(member.uid)
         else:
             room.audience_mode = True
         room.members[member.uid] = member
@@ -286,9 +280,9 @@ class Rooms:
 
     def leave(self, rid: str, uid: str) -> Departure:
         room = self.member_room(rid, uid)
-        member = room.members.pop(uid)
-        departure = Departure(member=member, visible=uid in room.visible)
-        room.visible.discard(uid)
+        departure = Departure(member=room.members[uid], told=room.told_of(uid))
+        del room.members[uid]
+        room.early.discard(uid)
         room.watchers.discard(uid)
         for pub in [p for p in room.publications.values() if p.uid == uid]:
             _, orphaned = room.remove_publication(pub.mid)

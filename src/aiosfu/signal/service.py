@@ -208,8 +208,7 @@ class SignalService:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
-        told = room.members if departure.visible else room.watchers
-        self.notify_many(told, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+        self.notify_many(departure.told, "peer-leave", {"rid": rid, "uid": departure.member.uid})
         self._count_changed(room)
 
     async def keepalive(self, session: PeerSession, data: KeepaliveData) -> dict[str, Any]:
@@ -246,14 +245,13 @@ class SignalService:
 
     def _announce_publisher(self, room: Room, uid: str) -> None:
         """A publisher sees everyone and is seen by everyone (audience mode)."""
-        for other in room.make_watcher(uid):
-            member = room.members[other]
-            info = {"rid": room.rid, "uid": other, "bizid": member.bizid}
-            self.notify_many((uid,), "peer-join", info)
-        untold = room.make_visible(uid)
+        untold = room.promote(uid)
         if untold:
             bizid = room.members[uid].bizid
             self.notify_many(untold, "peer-join", {"rid": room.rid, "uid": uid, "bizid": bizid})
+        for other in untold:
+            info = {"rid": room.rid, "uid": other, "bizid": room.members[other].bizid}
+            self.notify_many((uid,), "peer-join", info)
 
     async def unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
