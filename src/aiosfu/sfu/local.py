@@ -29,6 +29,7 @@ from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverT
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.opus import negotiate_opus
 from aiosfu.sfu.producer import Producer
 
 log = get_logger("aiosfu.sfu")
@@ -87,28 +88,6 @@ def _parse_offer(sdp: str) -> SessionDescription:
 def _limit_message_size(answer_sdp: str, limit: int) -> str:
     """Advertise the relay's message limit, so compliant peers refuse bigger sends locally."""
     return re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{limit}", answer_sdp)
-
-
-def _offer_stereo_opus(sdp: str) -> str:
-    """Mark every Opus payload type stereo-capable (RFC 7587 `stereo`/`sprop-stereo`).
-
-    aiortc writes no Opus fmtp, and without one a browser sends and decodes mono. Forwarding
-    stereo costs the SFU nothing more, and stereo classrooms (music, seed 002) need it.
-    """
-    lines = sdp.split("\r\n")
-    opus = {m.group(1) for line in lines if (m := re.match(r"a=rtpmap:(\d+) opus/", line, re.I))}
-    out: list[str] = []
-    for line in lines:
-        fmtp = re.match(r"a=fmtp:(\d+) ", line)
-        if fmtp and fmtp.group(1) in opus:
-            if "stereo=" not in line:
-                line += ";stereo=1;sprop-stereo=1"
-            opus.discard(fmtp.group(1))
-        out.append(line)
-        rtpmap = re.match(r"a=rtpmap:(\d+) opus/", line, re.I)
-        if rtpmap and not any(x.startswith(f"a=fmtp:{rtpmap.group(1)} ") for x in lines):
-            out.append(f"a=fmtp:{rtpmap.group(1)} stereo=1;sprop-stereo=1")
-    return "\r\n".join(out)
 
 
 def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters | None:
@@ -208,10 +187,11 @@ class LocalSfu:
             data=with_data,
         )
         return Published(
-            answer_sdp=_offer_stereo_opus(
+            answer_sdp=negotiate_opus(
+                offer_sdp,
                 _limit_message_size(
                     pc.localDescription.sdp, self.settings.datachannel_max_message_bytes
-                )
+                ),
             ),
             mid=mid,
             sfuid=self.sfuid,
@@ -254,7 +234,7 @@ class LocalSfu:
         self.subscribers[sid] = transport
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
-        return Subscribed(answer_sdp=_offer_stereo_opus(pc.localDescription.sdp), sid=sid)
+        return Subscribed(answer_sdp=negotiate_opus(offer_sdp, pc.localDescription.sdp), sid=sid)
 
     async def unpublish(self, rid: str, mid: str) -> None:
         transport = self.publishers.pop(mid, None)
