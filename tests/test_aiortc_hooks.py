@@ -22,6 +22,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
 
 from aiosfu.sfu.aiortc_hooks import (
+    DTLS_PRIVATE,
     RECEIVER_PRIVATE,
     SENDER_PRIVATE,
     ForwardingReceiver,
@@ -44,6 +45,11 @@ async def dtls() -> AsyncIterator[RTCDtlsTransport]:
 
 def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
+
+
+def test_dtls_private_names_exist(dtls: RTCDtlsTransport) -> None:
+    assert [name for name in DTLS_PRIVATE if not hasattr(dtls, name)] == []
+    assert dtls._role == "auto"  # what answer_as_dtls_server takes as "not chosen yet"
 
 
 @pytest.mark.parametrize("kind", ["audio", "video"])

@@ -31,7 +31,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pylibsrtp
-from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import (
+    MediaStreamTrack,
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
 from aiortc.clock import current_ntp_time
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
@@ -55,6 +61,7 @@ from aiortc.rtp import (
     pack_remb_fci,
     unwrap_rtx,
 )
+from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
 from aiosfu.sfu.rewrite import OutputParams
@@ -86,7 +93,15 @@ SENDER_PRIVATE = (
     "_RTCRtpSender__rtp_timestamp",
 )
 # read off an RTCDtlsTransport by the fast paths (public-looking, but not public API)
-DTLS_PRIVATE = ("_state", "_rx_srtp", "_tx_srtp", "_rtp_router", "_rtp_header_extensions_map")
+DTLS_PRIVATE = (
+    "_state",
+    "_rx_srtp",
+    "_tx_srtp",
+    "_rtp_router",
+    "_rtp_header_extensions_map",
+    "_role",
+    "_set_role",
+)
 
 
 def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
@@ -511,3 +526,25 @@ class ForwardingSender(RTCRtpSender):
             pass  # REMB: bandwidth adaptation is not done by this forwarder yet
         else:
             await super()._handle_rtcp_packet(packet)
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection, offer: SessionDescription) -> None:
+    """Be the DTLS server (`a=setup:passive`) towards an offer of `actpass`.
+
+    aiortc always answers `actpass` with `active`, and as DTLS client it offers only
+    ECDHE-ECDSA cipher suites, so a peer with an RSA certificate (GStreamer's webrtcbin,
+    for one) fails the handshake with "no shared cipher". As the server we pick a suite
+    from whatever the peer's client offers, as Janus and mediasoup do (RFC 8842 §5.3 lets
+    the answerer choose). An offer of `active` or `passive` is honoured as aiortc does.
+    Call between setRemoteDescription(offer) and createAnswer().
+    """
+    actpass = {m.rtp.muxId for m in offer.media if m.dtls is not None and m.dtls.role == "auto"}
+    transports: list[RTCDtlsTransport] = [
+        t.receiver.transport for t in pc.getTransceivers() if t.mid in actpass
+    ]
+    sctp = pc.sctp
+    if sctp is not None and sctp.mid in actpass:
+        transports.append(sctp.transport)
+    for dtls in transports:
+        if dtls._role == "auto":
+            dtls._set_role("server")

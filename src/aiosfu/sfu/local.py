@@ -25,7 +25,12 @@ from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
 from aiosfu.record import RecordingManager
-from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
+from aiosfu.sfu.aiortc_hooks import (
+    ForwardingReceiver,
+    ForwardingSender,
+    NeverTrack,
+    answer_as_dtls_server,
+)
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
@@ -147,6 +152,7 @@ class LocalSfu:
         pc.on("datachannel", lambda channel: self.data.attach(rid, uid, mid, channel))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer_as_dtls_server(pc, offer)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await pc.close()
@@ -226,6 +232,7 @@ class LocalSfu:
             raise SfuError("bad-sdp", f"the offer asks for no kind of media stream {mid!r} has")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer_as_dtls_server(pc, offer)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await self._close_subscriber(transport)
