@@ -26,6 +26,7 @@ upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -72,6 +73,7 @@ NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 CONNECTED = DtlsState.CONNECTED
 Send = Callable[[bytes | bytearray, bytes], None]
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
+MAX_RTP_SIZE = 1500 - 28  # the largest RTP packet one IPv4 UDP datagram carries on Ethernet
 DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
 
 # The private attributes used below; checked by tests so an aiortc upgrade fails loudly.
@@ -127,10 +129,15 @@ def fast_protect_parts(
     try:
         from pylibsrtp._binding import ffi, lib
 
-        cdata, buffer, srtp = session._cdata, session._buffer, session._srtp[0]
+        srtp = session._srtp[0]
     except (ImportError, AttributeError):
         return None
-    size = len(buffer) - SRTP_MAX_TRAILER_LEN
+    # Our own buffer, not the session's 1500 bytes: pylibsrtp keeps 144 of those for the
+    # trailer, which caps RTP at 1356 bytes, and publishers such as GStreamer (1400-byte
+    # payloader MTU) send larger packets, to which forwarding adds header extensions.
+    cdata = ffi.new("char[]", MAX_RTP_SIZE + SRTP_MAX_TRAILER_LEN)
+    buffer = ffi.buffer(cdata)
+    size = MAX_RTP_SIZE
     view = memoryview(buffer)
     length = ffi.new("int *")
     srtp_protect = lib.srtp_protect
@@ -460,7 +467,12 @@ class ForwardingSender(RTCRtpSender):
         self.write_rtp_parts(b"", data, payload_size, timestamp)
 
     def write_rtp_parts(
-        self, header: bytes | bytearray, payload: bytes, payload_size: int, timestamp: int
+        self,
+        header: bytes | bytearray,
+        payload: bytes,
+        payload_size: int,
+        timestamp: int,
+        count: bool = True,
     ) -> None:
         """`write_rtp(header + payload, ...)`, with header and payload copied straight
         into the SRTP buffer: the forwarder's per-subscriber call."""
@@ -468,6 +480,8 @@ class ForwardingSender(RTCRtpSender):
         if egress is None or egress[1]._state is not CONNECTED:
             egress = self._egress = self._open_egress(self.transport)
         egress[0](header, payload)
+        if not count:  # a retransmission: Sender Reports count each packet once
+            return
         self._RTCRtpSender__packet_count += 1
         self._RTCRtpSender__octet_count += payload_size
         if not self.has_sender_clock:
@@ -492,7 +506,8 @@ class ForwardingSender(RTCRtpSender):
             session, transport_sendto = dtls._tx_srtp, transport.sendto
 
             def send(header: bytes | bytearray, payload: bytes) -> None:
-                transport_sendto(session.protect(bytes(header) + payload), remote)
+                with contextlib.suppress(ValueError):  # too long for pylibsrtp's buffer
+                    transport_sendto(session.protect(bytes(header) + payload), remote)
 
             return send, dtls
         sock_sendto = sock.sendto
@@ -502,6 +517,8 @@ class ForwardingSender(RTCRtpSender):
             # what it may have buffered, and a full socket buffer means a drop either way.
             try:
                 sock_sendto(protect(header, payload), remote)
+            except ValueError:
+                pass  # larger than one UDP datagram: no peer could take it
             except BlockingIOError:
                 pass  # dropped as on a congested link; NACK/PLI repair it
             except OSError as exc:  # the socket is closed: the connection is going away
@@ -510,7 +527,9 @@ class ForwardingSender(RTCRtpSender):
         return send_direct, dtls
 
     async def resend(self, data: bytes) -> None:
-        await self.transport._send_rtp(data)
+        """A retransmission goes out the way forwarded packets do (aiortc's `_send_rtp`
+        would refuse a packet above 1356 bytes, and its error would end the transport)."""
+        self.write_rtp_parts(b"", data, 0, 0, count=False)
 
     def set_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.has_sender_clock = True
