@@ -16,7 +16,7 @@ LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && ip route add default 
 INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
 	gir1.2-gst-plugins-bad-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav gstreamer1.0-nice
+	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
 .PHONY: install system-deps run test lint bench bench-deps clean
 

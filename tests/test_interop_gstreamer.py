@@ -1,0 +1,136 @@
+"""GStreamer 1.22's webrtcbin, left at its defaults (`a=setup:actpass`, an RSA
+certificate), publishes through the SFU to Chromium and subscribes to Chromium, each
+decoding at the far end: VP8 + Opus and H264.
+
+Before the server answered `actpass` as the DTLS server, every one of these failed in the
+DTLS handshake ("no shared cipher": aiortc's DTLS client offers only ECDSA suites).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page
+
+from aiosfu.client.signaling import SignalingClient
+from tests.conftest import ServerProcess, wait_for
+from tests.gst import gst_peer
+
+pytestmark = [pytest.mark.browser, pytest.mark.media]
+
+SDK_PEER = Path(__file__).resolve().parent / "js" / "sdk_peer.js"
+WIDTH, HEIGHT = 640, 480
+FRAMES_REQUIRED = 40  # two seconds at webrtcbin's 20 fps
+AUDIBLE = 0.05  # peak of the decoded signal, full scale 1.0: the test tone, not silence
+
+
+async def sdk_page(browser: Browser, server: ServerProcess, uid: str, rid: str) -> Page:
+    page = await (await browser.new_context()).new_page()
+    await page.goto(server.http_url)
+    await page.add_script_tag(path=str(SDK_PEER))
+    await page.evaluate(
+        "([url, uid, rid]) => window.interop.start(url, uid, rid)", [server.ws_url, uid, rid]
+    )
+    return page
+
+
+async def join(server: ServerProcess, uid: str, rid: str) -> SignalingClient:
+    client = await SignalingClient.connect(server.ws_url, uid)
+    await client.request("join", {"rid": rid})
+    return client
+
+
+@pytest.mark.parametrize(
+    ("video", "audio", "codec"),
+    [("vp8", True, "video/VP8"), ("h264", False, "video/H264")],
+)
+async def test_gstreamer_publishes_to_chromium(
+    server: ServerProcess, browser: Browser, video: str, audio: bool, codec: str
+) -> None:
+    signaling = await join(server, "gst", "r1")
+    chromium = await sdk_page(browser, server, "chromium", "r1")
+    args = ["publish", "--video", video] + (["--audio"] if audio else [])
+    async with gst_peer(*args) as gst:
+        offer = await gst.offer()
+        assert "a=setup:actpass" in offer
+        published = await signaling.request(
+            "publish",
+            {
+                "rid": "r1",
+                "jsep": {"type": "offer", "sdp": offer},
+                "minfo": {"audio": audio, "video": True, "audiotype": 0, "videotype": 0},
+            },
+        )
+        assert "a=setup:passive" in published["jsep"]["sdp"]
+        await gst.answer(published["jsep"]["sdp"])
+        sub = await chromium.evaluate("() => window.interop.subscribeTo('gst')")
+        assert sub["ok"], sub
+
+        latest: list = []
+
+        async def decoded() -> bool:
+            nonlocal latest
+            latest = await chromium.evaluate("() => window.interop.stats()")
+            video_stats = latest[0]["video"] if latest else None
+            audio_ok = not audio or (latest[0]["audio"] or {}).get("level", 0) > AUDIBLE
+            return bool(
+                video_stats
+                and video_stats["framesDecoded"] >= FRAMES_REQUIRED
+                and (video_stats["frameWidth"], video_stats["frameHeight"]) == (WIDTH, HEIGHT)
+                and audio_ok
+            )
+
+        try:
+            await wait_for(decoded, timeout=20, interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"Chromium did not decode GStreamer's {video}: {latest}\n{gst.log()}\n"
+                + server.log()[-3000:]
+            ) from exc
+        assert latest[0]["video"]["codec"] == codec
+        if audio:
+            assert latest[0]["audio"]["codec"] == "audio/opus"
+    await signaling.close()
+
+
+@pytest.mark.parametrize(("video", "codec"), [("vp8", "VP8"), ("h264", "H264")])
+async def test_gstreamer_subscribes_to_chromium(
+    server: ServerProcess, browser: Browser, video: str, codec: str
+) -> None:
+    chromium = await sdk_page(browser, server, "chromium", "r1")
+    options = {"videoCodec": f"video/{codec}", "profile": "42e01f" if codec == "H264" else None}
+    pub = await chromium.evaluate("(o) => window.interop.publish(o)", options)
+    signaling = await join(server, "gst", "r1")
+    async with gst_peer("subscribe", "--video", video, "--audio") as gst:
+        offer = await gst.offer()
+        assert "a=setup:actpass" in offer
+        subscribed = await signaling.request(
+            "subscribe",
+            {
+                "rid": "r1",
+                "mid": pub["mid"],
+                "sfuid": pub["sfuid"],
+                "jsep": {"type": "offer", "sdp": offer},
+            },
+        )
+        assert re.search(rf"a=rtpmap:\d+ {codec}/90000", subscribed["jsep"]["sdp"], re.I)
+        await gst.answer(subscribed["jsep"]["sdp"])
+
+        def decoded() -> bool:
+            stats = gst.latest_stats
+            return (
+                stats.get("video_frames", 0) >= FRAMES_REQUIRED
+                and (stats.get("width"), stats.get("height")) == (WIDTH, HEIGHT)
+                and stats.get("audio_buffers", 0) > 0
+            )
+
+        try:
+            await wait_for(decoded, timeout=20, interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"GStreamer did not decode Chromium's {codec}:\n{gst.log()}\n"
+                + server.log()[-3000:]
+            ) from exc
+    await signaling.close()
