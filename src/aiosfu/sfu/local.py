@@ -51,6 +51,9 @@ class SfuSettings:
     datachannel_max_message_bytes: int = 16384
     datachannel_buffer_bytes: int = 1 << 20
     record_dir: str = "recordings"
+    # Seconds a new transport has to connect; one that has not is removed, so an offer
+    # whose peer never connects (no candidates, blocked UDP) holds nothing for long.
+    connect_timeout: float = 15.0
 
 
 @dataclass
@@ -61,6 +64,8 @@ class PublisherTransport:
     pc: RTCPeerConnection
     producers: list[Producer] = field(default_factory=list)
     closing: bool = False
+    connected: bool = False
+    deadline: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -72,6 +77,8 @@ class SubscriberTransport:
     pc: RTCPeerConnection
     consumers: list[Consumer] = field(default_factory=list)
     closing: bool = False
+    connected: bool = False
+    deadline: asyncio.TimerHandle | None = None
 
 
 def _new_id(prefix: str) -> str:
@@ -184,6 +191,7 @@ class LocalSfu:
             raise SfuError("codec-unsupported", "no offered audio/video codec can be received")
         self.publishers[mid] = transport
         pc.on("connectionstatechange", lambda: self._on_publisher_state(transport))
+        transport.deadline = self._connect_deadline(lambda: self._publisher_timed_out(transport))
         log.info(
             "publish",
             rid=rid,
@@ -240,6 +248,7 @@ class LocalSfu:
             raise SfuError(code, f"the offer was refused: {exc}") from exc
         self.subscribers[sid] = transport
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
+        transport.deadline = self._connect_deadline(lambda: self._subscriber_timed_out(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
         return Subscribed(answer_sdp=negotiate_opus(offer_sdp, pc.localDescription.sdp), sid=sid)
 
@@ -251,6 +260,8 @@ class LocalSfu:
         for sid in [s.sid for s in self.subscribers.values() if s.mid == mid]:
             await self._close_subscriber(self.subscribers.pop(sid))
         transport.closing = True
+        if transport.deadline is not None:
+            transport.deadline.cancel()
         for producer in transport.producers:
             producer.close()
         self.data.close_mid(mid)
@@ -297,32 +308,69 @@ class LocalSfu:
 
     async def _close_subscriber(self, transport: SubscriberTransport) -> None:
         transport.closing = True
+        if transport.deadline is not None:
+            transport.deadline.cancel()
         for consumer in transport.consumers:
             consumer.close()
         await transport.pc.close()
 
+    def _connect_deadline(self, expire: Any) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(self.settings.connect_timeout, expire)
+
     def _on_publisher_state(self, transport: PublisherTransport) -> None:
         state = transport.pc.connectionState
         log.info("publisher-state", rid=transport.rid, mid=transport.mid, state=state)
+        if state == "connected" and not transport.connected and not transport.closing:
+            transport.connected = True
+            if transport.deadline is not None:
+                transport.deadline.cancel()
+            if self._listener is not None:
+                self._spawn(self._listener.publication_connected(transport.rid, transport.mid))
         if state in ("failed", "closed") and not transport.closing:
             transport.closing = True
-            self._spawn(self._publication_ended(transport))
+            self._spawn(self._publication_ended(transport, f"the media transport {state}"))
 
     def _on_subscriber_state(self, transport: SubscriberTransport) -> None:
         state = transport.pc.connectionState
         log.info("subscriber-state", rid=transport.rid, sid=transport.sid, state=state)
+        if state == "connected" and not transport.connected:
+            transport.connected = True
+            if transport.deadline is not None:
+                transport.deadline.cancel()
         if state in ("failed", "closed") and not transport.closing:
             transport.closing = True
-            self._spawn(self._subscription_ended(transport))
+            self._spawn(self._subscription_ended(transport, f"the media transport {state}"))
 
-    async def _publication_ended(self, transport: PublisherTransport) -> None:
+    def _timeout_reason(self, state: str) -> str:
+        return (
+            f"the media transport did not connect within {self.settings.connect_timeout:g} s"
+            f" (ICE/DTLS state: {state})"
+        )
+
+    def _publisher_timed_out(self, transport: PublisherTransport) -> None:
+        if transport.connected or transport.closing:
+            return
+        transport.closing = True
+        state = transport.pc.connectionState
+        log.info("publisher-connect-timeout", rid=transport.rid, mid=transport.mid, state=state)
+        self._spawn(self._publication_ended(transport, self._timeout_reason(state)))
+
+    def _subscriber_timed_out(self, transport: SubscriberTransport) -> None:
+        if transport.connected or transport.closing:
+            return
+        transport.closing = True
+        state = transport.pc.connectionState
+        log.info("subscriber-connect-timeout", rid=transport.rid, sid=transport.sid, state=state)
+        self._spawn(self._subscription_ended(transport, self._timeout_reason(state)))
+
+    async def _publication_ended(self, transport: PublisherTransport, reason: str) -> None:
         if self._listener is not None:
-            await self._listener.publication_ended(transport.rid, transport.mid)
+            await self._listener.publication_ended(transport.rid, transport.mid, reason)
         await self.unpublish(transport.rid, transport.mid)
 
-    async def _subscription_ended(self, transport: SubscriberTransport) -> None:
+    async def _subscription_ended(self, transport: SubscriberTransport, reason: str) -> None:
         if self._listener is not None:
-            await self._listener.subscription_ended(transport.rid, transport.sid)
+            await self._listener.subscription_ended(transport.rid, transport.sid, reason)
         await self.unsubscribe(transport.rid, transport.sid)
 
     def stats(self) -> dict[str, Any]:
