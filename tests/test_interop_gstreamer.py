@@ -9,7 +9,6 @@ DTLS handshake ("no shared cipher": aiortc's DTLS client offers only ECDSA suite
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page
@@ -17,22 +16,16 @@ from playwright.async_api import Browser, Page
 from aiosfu.client.signaling import SignalingClient
 from tests.conftest import ServerProcess, wait_for
 from tests.gst import gst_peer
+from tests.js_peers import AUDIBLE, HEIGHT, WIDTH, start_sdk_peer
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
-SDK_PEER = Path(__file__).resolve().parent / "js" / "sdk_peer.js"
-WIDTH, HEIGHT = 640, 480
 FRAMES_REQUIRED = 40  # two seconds at webrtcbin's 20 fps
-AUDIBLE = 0.05  # peak of the decoded signal, full scale 1.0: the test tone, not silence
 
 
 async def sdk_page(browser: Browser, server: ServerProcess, uid: str, rid: str) -> Page:
     page = await (await browser.new_context()).new_page()
-    await page.goto(server.http_url)
-    await page.add_script_tag(path=str(SDK_PEER))
-    await page.evaluate(
-        "([url, uid, rid]) => window.interop.start(url, uid, rid)", [server.ws_url, uid, rid]
-    )
+    await start_sdk_peer(page, server, uid, rid)
     return page
 
 

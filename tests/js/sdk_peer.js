@@ -41,6 +41,7 @@
   /**
    * Play the subscription's audio into an analyser: browsers decode received audio only
    * for a consumer, and the analyser's level shows that what was decoded is sound.
+   * (Headless Firefox keeps Web Audio suspended; its stats' totalAudioEnergy tells there.)
    */
   function listen(sub) {
     if (!sub.stream.getAudioTracks().length) return;
@@ -53,11 +54,14 @@
     element.srcObject = sub.stream;
     element.play().catch(() => {});
     context.resume().catch(() => {});
+    // The loudest sample heard so far: Chromium's fake microphone beeps once a second.
     const samples = new Float32Array(analyser.fftSize);
-    state.levels.set(sub.mid, () => {
+    let peak = 0;
+    setInterval(() => {
       analyser.getFloatTimeDomainData(samples);
-      return Math.max(...samples.map(Math.abs));
-    });
+      for (const v of samples) peak = Math.max(peak, Math.abs(v));
+    }, 20);
+    state.levels.set(sub.mid, () => peak);
   }
 
   function fmtp(sdp) {
@@ -118,7 +122,13 @@
             result.video = { framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0, packetsLost: s.packetsLost ?? 0, codec };
           } else if (s.kind === "audio") {
             const level = state.levels.get(sub.mid);
-            result.audio = { packetsReceived: s.packetsReceived ?? 0, level: level ? level() : 0, codec };
+            result.audio = {
+              packetsReceived: s.packetsReceived ?? 0,
+              level: level ? level() : 0,
+              totalSamplesReceived: s.totalSamplesReceived ?? 0,
+              totalAudioEnergy: s.totalAudioEnergy ?? 0,
+              codec,
+            };
           }
         });
         out.push(result);
