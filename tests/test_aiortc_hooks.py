@@ -47,6 +47,17 @@ def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
 
 
+async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
+    """receive_constrained_baseline_first reorders `_codecs`, which createAnswer lists."""
+    pc = aiortc.RTCPeerConnection()
+    try:
+        transceiver = pc.addTransceiver("video")
+        assert isinstance(transceiver._codecs, list)
+        assert "transceiver._codecs" in inspect.getsource(aiortc.RTCPeerConnection)
+    finally:
+        await pc.close()
+
+
 def test_dtls_private_names_exist(dtls: RTCDtlsTransport) -> None:
     assert [name for name in DTLS_PRIVATE if not hasattr(dtls, name)] == []
     assert dtls._role == "auto"  # what answer_as_dtls_server takes as "not chosen yet"

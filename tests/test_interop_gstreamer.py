@@ -13,7 +13,7 @@ import re
 import pytest
 from playwright.async_api import Browser, Page
 
-from aiosfu.client.signaling import SignalingClient
+from aiosfu.client.signaling import SignalingClient, SignalingError
 from tests.conftest import ServerProcess, wait_for
 from tests.gst import gst_peer
 from tests.js_peers import AUDIBLE, HEIGHT, WIDTH, start_sdk_peer
@@ -93,7 +93,9 @@ async def test_gstreamer_subscribes_to_chromium(
     server: ServerProcess, browser: Browser, video: str, codec: str
 ) -> None:
     chromium = await sdk_page(browser, server, "chromium", "r1")
-    options = {"videoCodec": f"video/{codec}", "profile": "42e01f" if codec == "H264" else None}
+    # Every H264 profile Chromium has, Baseline 42001f first as it orders them: the SFU
+    # receives Constrained Baseline, which webrtcbin (42e01f only) can then take.
+    options = {"videoCodec": f"video/{codec}"}
     pub = await chromium.evaluate("(o) => window.interop.publish(o)", options)
     signaling = await join(server, "gst", "r1")
     async with gst_peer("subscribe", "--video", video, "--audio") as gst:
@@ -126,4 +128,36 @@ async def test_gstreamer_subscribes_to_chromium(
                 f"GStreamer did not decode Chromium's {codec}:\n{gst.log()}\n"
                 + server.log()[-3000:]
             ) from exc
+    await signaling.close()
+
+
+async def test_chromium_baseline_h264_to_a_constrained_baseline_subscriber_is_refused_clearly(
+    server: ServerProcess, browser: Browser
+) -> None:
+    """webrtcbin offers only Constrained Baseline (42e01f); a Chromium publication made
+    Baseline-only (42001f) cannot be sent to it, and the refusal says so in full."""
+    chromium = await sdk_page(browser, server, "chromium", "r1")
+    pub = await chromium.evaluate(
+        "(o) => window.interop.publish(o)", {"videoCodec": "video/H264", "profile": "42001f"}
+    )
+    signaling = await join(server, "gst", "r1")
+    async with gst_peer("subscribe", "--video", "h264") as gst:
+        offer = await gst.offer()
+        with pytest.raises(SignalingError) as refused:
+            await signaling.request(
+                "subscribe",
+                {
+                    "rid": "r1",
+                    "mid": pub["mid"],
+                    "sfuid": pub["sfuid"],
+                    "jsep": {"type": "offer", "sdp": offer},
+                },
+            )
+    assert refused.value.code == "codec-unsupported"
+    assert "H264 Baseline level 3.1 (42001f, packetization-mode 1)" in refused.value.reason
+    assert "H264 Constrained Baseline level 3.1 (42e01f, packetization-mode 1)" in (
+        refused.value.reason
+    )
+    # Nothing else changed: the peer is still served.
+    assert (await signaling.request("keepalive", {"rid": "r1"})) == {}
     await signaling.close()

@@ -567,3 +567,44 @@ def answer_as_dtls_server(pc: RTCPeerConnection, offer: SessionDescription) -> N
     for dtls in transports:
         if dtls._role == "auto":
             dtls._set_role("server")
+
+
+def receive_constrained_baseline_first(pc: RTCPeerConnection) -> None:
+    """Where a publisher's offer puts H264 Baseline first and also has Constrained
+    Baseline in the same packetization mode, answer with Constrained Baseline.
+
+    Chromium offers 42001f before 42e01f for the same encoder; a stream negotiated as
+    Constrained Baseline can be forwarded to subscribers offering either (see
+    sfu/codec_match.py), one negotiated as Baseline only to those offering Baseline.
+    aiortc keeps the offer's order in the transceiver's `_codecs`, which its answer lists
+    as is. Call between setRemoteDescription(offer) and createAnswer().
+    """
+    from aiortc.sdp import H264Profile, parse_h264_profile_level_id
+
+    def h264(codec: RTCRtpCodecParameters) -> tuple[H264Profile, str] | None:
+        if codec.mimeType.lower() != "video/h264":
+            return None
+        try:
+            profile = parse_h264_profile_level_id(
+                str(codec.parameters.get("profile-level-id", "42e01f"))
+            )[0]
+        except ValueError:
+            return None
+        return profile, str(codec.parameters.get("packetization-mode", "0"))
+
+    for transceiver in pc.getTransceivers():
+        codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+        primary = next((c for c in codecs if not is_rtx(c)), None)
+        first = h264(primary) if primary is not None else None
+        if first is None or first[0] != H264Profile.PROFILE_BASELINE:
+            continue
+        better = next(
+            (c for c in codecs if h264(c) == (H264Profile.PROFILE_CONSTRAINED_BASELINE, first[1])),
+            None,
+        )
+        if better is None:
+            continue
+        rtx = [c for c in codecs if is_rtx(c) and c.parameters.get("apt") == better.payloadType]
+        transceiver._codecs = [better, *rtx] + [
+            c for c in codecs if c is not better and c not in rtx
+        ]

@@ -16,11 +16,10 @@ from typing import Any
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.codecs import is_rtx
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
@@ -30,7 +29,9 @@ from aiosfu.sfu.aiortc_hooks import (
     ForwardingSender,
     NeverTrack,
     answer_as_dtls_server,
+    receive_constrained_baseline_first,
 )
+from aiosfu.sfu.codec_match import subscriber_preferences
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
@@ -106,20 +107,6 @@ def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters
     return next((c for c in codecs if not is_rtx(c)), None)
 
 
-def _codec_preferences(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
-    """The subscriber must receive exactly the publisher's codec, plus RTX where offered."""
-    capabilities = RTCRtpSender.getCapabilities(kind).codecs
-    primary = [
-        c
-        for c in capabilities
-        if c.mimeType.lower() == codec.mimeType.lower()
-        and c.clockRate == codec.clockRate
-        and c.parameters == codec.parameters
-    ]
-    rtx = [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
-    return primary[:1] + rtx[:1] if primary else []
-
-
 class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
@@ -160,6 +147,7 @@ class LocalSfu:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             answer_as_dtls_server(pc, offer)
+            receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await pc.close()
@@ -225,8 +213,15 @@ class LocalSfu:
             if media.kind not in MEDIA_KINDS or not available[media.kind]:
                 continue
             producer = available[media.kind].popleft()
+            try:
+                preferences = subscriber_preferences(
+                    media.kind, mid, producer.codec, media.rtp.codecs
+                )
+            except SfuError:
+                await self._close_subscriber(transport)
+                raise
             transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
-            transceiver.setCodecPreferences(_codec_preferences(media.kind, producer.codec))
+            transceiver.setCodecPreferences(preferences)
             sender = ForwardingSender.adopt(transceiver.sender)
             consumer = Consumer(
                 producer, sender, keyframe_retry_interval=self.settings.keyframe_retry_interval
