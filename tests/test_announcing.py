@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from playwright.async_api import Browser
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingClient
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
+from tests.js_peers import start_sdk_peer
 from tests.media import PatternTrack, ToneTrack
 
 pytestmark = pytest.mark.media
@@ -150,3 +152,40 @@ async def test_unconnected_subscription_is_removed_and_its_subscriber_told(
     await asyncio.sleep(0)
     await bob.close()
     await teacher.close()
+
+
+@pytest.mark.browser
+async def test_js_sdk_drops_what_the_server_removed(
+    quick_server: ServerProcess, browser: Browser
+) -> None:
+    """A Chromium page whose candidates never reach the server and which never learns the
+    server's (both cut from the descriptions on the way) cannot connect: the JS SDK
+    closes the publication the server removed and hands the reason to the app."""
+    page = await (await browser.new_context()).new_page()
+    await start_sdk_peer(page, quick_server, "alice", "r1")
+    await page.evaluate(
+        """() => {
+            const cut = (d) => d && {type: d.type, sdp: d.sdp.replace(/a=candidate:.*\\r\\n/g, '')};
+            const set = RTCPeerConnection.prototype.setRemoteDescription;
+            RTCPeerConnection.prototype.setRemoteDescription = function (d) {
+                return set.call(this, cut(d));
+            };
+            const local = Object.getOwnPropertyDescriptor(RTCPeerConnection.prototype,
+                                                          'localDescription').get;
+            Object.defineProperty(RTCPeerConnection.prototype, 'localDescription', {
+                get() { return cut(local.call(this)); },
+            });
+        }"""
+    )
+    published = await page.evaluate("() => window.interop.publish()")
+    (state,) = await page.evaluate("() => window.interop.publishStates()")
+    assert state["mid"] == published["mid"] and state["state"] != "connected"
+
+    async def failed() -> list:
+        notes = await page.evaluate("() => window.interop.notifications()")
+        return [n["data"] for n in notes if n["method"] == "publish-failed"]
+
+    await wait_for(failed, timeout=TIMEOUT + 5, interval=0.1)
+    (note,) = await failed()
+    assert note["mid"] == published["mid"] and "did not connect" in note["reason"]
+    assert await page.evaluate("() => window.interop.publishStates()") == []
