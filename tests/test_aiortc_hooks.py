@@ -58,6 +58,19 @@ async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
         await pc.close()
 
 
+def test_certificate_builds_the_ssl_context_the_hooks_widen(dtls: RTCDtlsTransport) -> None:
+    """accept_rsa_dtls_servers wraps RTCCertificate._create_ssl_context."""
+    from OpenSSL import SSL
+
+    from aiosfu.sfu.aiortc_hooks import accept_rsa_dtls_servers
+
+    accept_rsa_dtls_servers()
+    context = RTCCertificate.generateCertificate()._create_ssl_context(dtls._srtp_profiles)
+    ciphers = SSL.Connection(context).get_cipher_list()
+    assert "ECDHE-RSA-AES128-GCM-SHA256" in ciphers
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in ciphers
+
+
 def test_dtls_private_names_exist(dtls: RTCDtlsTransport) -> None:
     assert [name for name in DTLS_PRIVATE if not hasattr(dtls, name)] == []
     assert dtls._role == "auto"  # what answer_as_dtls_server takes as "not chosen yet"

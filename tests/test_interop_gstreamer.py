@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page
 from aiosfu.client.signaling import SignalingClient, SignalingError
 from tests.conftest import ServerProcess, wait_for
 from tests.gst import gst_peer
-from tests.js_peers import AUDIBLE, HEIGHT, WIDTH, start_sdk_peer
+from tests.js_peers import AUDIBLE, HEIGHT, WIDTH, start_sdk_peer, wait_decoded
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -85,6 +85,36 @@ async def test_gstreamer_publishes_to_chromium(
         assert latest[0]["video"]["codec"] == codec
         if audio:
             assert latest[0]["audio"]["codec"] == "audio/opus"
+    await signaling.close()
+
+
+async def test_gstreamer_as_dtls_server_when_the_offer_says_passive(
+    server: ServerProcess, browser: Browser
+) -> None:
+    """The other direction of the DTLS fault: told `setup:passive`, the server is the DTLS
+    client, and must offer suites webrtcbin's RSA certificate can serve (aiortc's own
+    list has only ECDSA ones)."""
+    signaling = await join(server, "gst", "r1")
+    chromium = await sdk_page(browser, server, "chromium", "r1")
+    async with gst_peer("publish", "--video", "vp8") as gst:
+        # webrtcbin offered actpass: whatever the answer says, it takes the other role.
+        offer = (await gst.offer()).replace("a=setup:actpass", "a=setup:passive")
+        published = await signaling.request(
+            "publish",
+            {
+                "rid": "r1",
+                "jsep": {"type": "offer", "sdp": offer},
+                "minfo": {"audio": False, "video": True, "audiotype": 0, "videotype": 0},
+            },
+        )
+        assert "a=setup:active" in published["jsep"]["sdp"]
+        await gst.answer(published["jsep"]["sdp"])
+        sub = await chromium.evaluate("() => window.interop.subscribeTo('gst')")
+        assert sub["ok"], sub
+        try:
+            await wait_decoded(chromium, sub["mid"], FRAMES_REQUIRED, audio=False, what="GStreamer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{gst.log()}\n{server.log()[-3000:]}") from exc
     await signaling.close()
 
 

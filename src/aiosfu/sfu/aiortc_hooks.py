@@ -34,6 +34,7 @@ from typing import Any
 import pylibsrtp
 from aiortc import (
     MediaStreamTrack,
+    RTCCertificate,
     RTCDtlsTransport,
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -608,3 +609,30 @@ def receive_constrained_baseline_first(pc: RTCPeerConnection) -> None:
         transceiver._codecs = [better, *rtx] + [
             c for c in codecs if c is not better and c not in rtx
         ]
+
+
+# aiortc's own list, then the same suites for servers whose certificate is RSA.
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+    b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"
+    b"ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
+_aiortc_ssl_context = RTCCertificate._create_ssl_context
+
+
+def _ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> Any:
+    context = _aiortc_ssl_context(self, srtp_profiles)
+    context.set_cipher_list(DTLS_CIPHERS)
+    return context
+
+
+def accept_rsa_dtls_servers() -> None:
+    """As DTLS client (towards an offer of `setup:passive`), also offer the ECDHE-RSA
+    suites, so a peer whose certificate is RSA can be the DTLS server.
+
+    aiortc offers only ECDHE-ECDSA suites, which a server with an RSA certificate cannot
+    choose. Our own certificate stays ECDSA, so as DTLS server we still only ever pick
+    ECDSA suites. Process-wide and idempotent, like sfu/ice.py's aioice settings.
+    """
+    RTCCertificate._create_ssl_context = _ssl_context  # type: ignore[method-assign]

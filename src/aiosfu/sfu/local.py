@@ -28,6 +28,7 @@ from aiosfu.sfu.aiortc_hooks import (
     ForwardingReceiver,
     ForwardingSender,
     NeverTrack,
+    accept_rsa_dtls_servers,
     answer_as_dtls_server,
     receive_constrained_baseline_first,
 )
@@ -110,6 +111,7 @@ def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters
 class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
+        accept_rsa_dtls_servers()
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}
