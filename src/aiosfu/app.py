@@ -27,6 +27,7 @@ def build_app(config: Config) -> web.Application:
             cache_size=config.packet_cache_size,
             keyframe_request_interval=config.keyframe_request_interval,
             keyframe_retry_interval=config.keyframe_retry_interval,
+            connect_timeout=config.connect_timeout,
             datachannel_max_message_bytes=config.datachannel_max_message_bytes,
             datachannel_buffer_bytes=config.datachannel_buffer_bytes,
             record_dir=config.record_dir,

@@ -39,6 +39,7 @@ class Config(BaseModel):
     max_frame_bytes: int = Field(262_144, ge=1024)
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)
+    connect_timeout: float = Field(15.0, gt=0)
     packet_cache_size: int = Field(512, ge=16)
     room_mode: Literal["sfu", "p2p"] = "sfu"
     sfu_room_capacity: int = Field(0, ge=0)

@@ -23,6 +23,10 @@ log = get_logger("aiosfu.signal")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 UID_PATTERN = re.compile(r"^[\w.@:#+-]{1,128}$")
 
+# protoo's own clients (protoo-client, go-protoo) ask for this subprotocol and give up
+# when the server does not answer it; clients that ask for none are served the same.
+SUBPROTOCOLS = ("protoo",)
+
 SERVICE_KEY = web.AppKey("service", SignalService)
 CONFIG_KEY = web.AppKey("config", Config)
 
@@ -37,7 +41,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         )
     # aiohttp itself closes the socket (1009) past this hard limit; up to it, an oversized
     # frame is answered with an error and the connection carries on.
-    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4)
+    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4, protocols=SUBPROTOCOLS)
     await ws.prepare(request)
     transport = request.transport
     session = PeerSession(uid, ws, abort=transport.abort if transport is not None else lambda: None)

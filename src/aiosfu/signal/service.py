@@ -58,6 +58,8 @@ class SignalService:
         self.stat_sources: dict[str, Callable[[], Any]] = {}
         # Large rooms (docs/large-rooms.md): members hear the head count at most this often.
         self.room_counts = Coalescer(room_count_interval, self._send_room_count)
+        # Publications whose transport has not connected yet: not announced until it has.
+        self.connecting: set[str] = set()
         self.register("join", JoinData, self.join)
         self.register("leave", LeaveData, self.leave)
         self.register("keepalive", KeepaliveData, self.keepalive)
@@ -171,7 +173,11 @@ class SignalService:
         )
         self._count_changed(room)
         response: dict[str, Any] = {
-            "pubs": [_pub_info(p) for p in room.publications.values() if p.has_media],
+            "pubs": [
+                _pub_info(p)
+                for p in room.publications.values()
+                if p.has_media and p.mid not in self.connecting
+            ],
             "users": [
                 {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
                 for m in room.listed_for(session.uid)
@@ -204,7 +210,11 @@ class SignalService:
         if room is None:
             self.room_counts.forget(rid)
             return
-        for pub in [p for p in departure.publications if p.has_media]:
+        announced = [
+            p for p in departure.publications if p.has_media and p.mid not in self.connecting
+        ]
+        self.connecting.difference_update(p.mid for p in departure.publications)
+        for pub in announced:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
@@ -233,8 +243,7 @@ class SignalService:
             raise RoomError(ErrorCode.NOT_IN_ROOM, f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         if pub.has_media:  # a data-only publish has nothing to subscribe to
-            self._announce_publisher(room, session.uid)
-            await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
+            self.connecting.add(pub.mid)  # announced once its transport connects
             if self.auto_record(data.rid):
                 await self._record_automatically(pub)
         return {
@@ -265,7 +274,8 @@ class SignalService:
         if mid not in room.publications:
             return
         pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
-        if not pub.has_media:
+        if not pub.has_media or mid in self.connecting:  # never announced
+            self.connecting.discard(mid)
             return
         await self.notify_room(
             room,
@@ -346,15 +356,33 @@ class SignalService:
 
     # --- media ended on its own (SfuListener) -----------------------------------------
 
-    async def publication_ended(self, rid: str, mid: str) -> None:
+    async def publication_connected(self, rid: str, mid: str) -> None:
         room = self.rooms.get(rid)
-        if room is not None:
-            await self._remove_publication(room, mid)
+        pub = room.publications.get(mid) if room is not None else None
+        if room is None or pub is None or mid not in self.connecting:
+            return
+        self.connecting.discard(mid)
+        self._announce_publisher(room, pub.uid)
+        await self.notify_room(room, "stream-add", _pub_info(pub), exclude=pub.uid)
+        log.info("stream-announced", rid=rid, uid=pub.uid, mid=mid)
 
-    async def subscription_ended(self, rid: str, sid: str) -> None:
+    async def publication_ended(self, rid: str, mid: str, reason: str) -> None:
         room = self.rooms.get(rid)
-        if room is not None and sid in room.subscriptions:
-            room.remove_subscription(sid)
+        pub = room.publications.get(mid) if room is not None else None
+        if room is None or pub is None:
+            return
+        await self.notify(pub.uid, "publish-failed", {"rid": rid, "mid": mid, "reason": reason})
+        await self._remove_publication(room, mid)
+
+    async def subscription_ended(self, rid: str, sid: str, reason: str) -> None:
+        room = self.rooms.get(rid)
+        sub = room.subscriptions.get(sid) if room is not None else None
+        if room is None or sub is None:
+            return
+        room.remove_subscription(sid)
+        await self.notify(
+            sub.uid, "subscribe-failed", {"rid": rid, "mid": sub.mid, "sid": sid, "reason": reason}
+        )
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -98,6 +98,11 @@ async function join(rid, uid, withMedia) {
   c.on("peer-leave", ({ uid: who }) => removeParticipant(who));
   c.on("stream-add", (pub) => subscribeTo(pub));
   c.on("stream-remove", ({ mid }) => dropSubscription(mid));
+  c.on("publish-failed", ({ reason }) => showStatus(`camera not published: ${reason}`, "error"));
+  c.on("subscribe-failed", ({ mid, reason }) => {
+    dropSubscription(mid);
+    showStatus(`video of ${mid} lost: ${reason}`, "error");
+  });
   c.on("broadcast", ({ uid: who, data }) => {
     if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
   });
