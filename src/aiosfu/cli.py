@@ -11,6 +11,7 @@ from aiosfu import __version__
 from aiosfu.config import load_config
 from aiosfu.log import configure
 from aiosfu.peer_cli import add_peer_parser
+from aiosfu.token_cli import add_token_parser
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
     add_peer_parser(commands)
+    add_token_parser(commands)
     return parser
 
 

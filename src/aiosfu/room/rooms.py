@@ -29,6 +29,7 @@ class Member:
     uid: str
     signalid: str
     bizid: str = ""
+    hidden: bool = False  # left out of `users` and `peer-join` (an observer)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Room:
         self.rid = rid
         self.mode: Mode = mode
         self.capacity = capacity  # most members at once; 0: no limit
+        self.bizid = ""  # the institution whose members may join (when tokens are used)
         self.members: dict[str, Member] = {}
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -107,6 +109,9 @@ class Room:
 
     def others(self, uid: str) -> list[Member]:
         return [m for m in self.members.values() if m.uid != uid]
+
+    def visible_others(self, uid: str) -> list[Member]:
+        return [m for m in self.members.values() if m.uid != uid and not m.hidden]
 
     def require_member(self, uid: str) -> Member:
         member = self.members.get(uid)

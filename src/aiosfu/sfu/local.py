@@ -84,6 +84,15 @@ def _parse_offer(sdp: str) -> SessionDescription:
     return description
 
 
+async def _close_refused(pc: RTCPeerConnection) -> None:
+    """Close a connection whose offer aiortc refused: it may be half set up and fail to
+    close too, and that second failure must not replace the refusal the peer gets."""
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.info("refused-connection-close-failed", error=repr(exc))
+
+
 def _limit_message_size(answer_sdp: str, limit: int) -> str:
     """Advertise the relay's message limit, so compliant peers refuse bigger sends locally."""
     return re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{limit}", answer_sdp)
@@ -170,7 +179,7 @@ class LocalSfu:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
+            await _close_refused(pc)
             raise SfuError("bad-sdp", f"the offer was refused: {exc}") from exc
         answer = SessionDescription.parse(pc.localDescription.sdp)
         answered = {m.rtp.muxId: m for m in answer.media if m.kind in MEDIA_KINDS}

@@ -24,6 +24,9 @@ UNKNOWN_PEER = "unknown-peer"
 NO_CONNECTION = "no-connection"
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+# A room id is an identifier, not a title: visible ASCII only, so no control character
+# reaches a log or a file name and no lookalike letter passes for another room.
+RoomId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
 
 
 class ProtocolError(Exception):
@@ -54,7 +57,7 @@ class MediaInfo(Model):
 
 
 class RoomData(Model):
-    rid: Id
+    rid: RoomId
 
 
 class JoinData(RoomData):
@@ -122,7 +125,7 @@ class IceCandidate(Model):
 class RelayData(Model):
     """P2P relay: delivered to peer `to` as a notification of the same method with `from`."""
 
-    rid: Id | None = None
+    rid: RoomId | None = None
     to: Id
 
 

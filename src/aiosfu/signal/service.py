@@ -16,6 +16,9 @@ from aiosfu.log import get_logger
 from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
 from aiosfu.sfu.interface import Recording, Sfu, SfuError
 from aiosfu.signal import protocol
+from aiosfu.signal.access import AccessControl
+from aiosfu.signal.auth import AuthError
+from aiosfu.signal.limits import RATE_LIMITED
 from aiosfu.signal.protocol import (
     BroadcastData,
     JoinData,
@@ -29,6 +32,7 @@ from aiosfu.signal.protocol import (
     UnpublishData,
     UnsubscribeData,
 )
+from aiosfu.signal.sdp_guard import check_offer
 from aiosfu.signal.session import PeerSession
 
 log = get_logger("aiosfu.signal")
@@ -43,7 +47,11 @@ class SignalService:
         sfu: Sfu,
         signal_id: str,
         auto_record: Callable[[str], bool] = lambda rid: False,
+        access: AccessControl | None = None,
     ) -> None:
+        self.access = access or AccessControl()
+        # Extra fields of a join response (the TURN credentials), by the joining session.
+        self.join_extras: list[Callable[[PeerSession], dict[str, Any]]] = []
         self.rooms = rooms
         self.sfu = sfu
         self.signal_id = signal_id
@@ -77,7 +85,8 @@ class SignalService:
     # --- connection lifecycle -------------------------------------------------------
 
     async def attach(self, session: PeerSession) -> None:
-        """A peer connected; an older connection with the same uid is replaced."""
+        """A peer connected; an older connection with the same uid is replaced (with
+        tokens, the new connection has proved to be that uid before it gets here)."""
         old = self.sessions.get(session.uid)
         if old is not None:
             log.info("peer-replaced", uid=session.uid)
@@ -105,8 +114,10 @@ class SignalService:
             request_id = request.id
             _, handler = self.handlers[request.method]
             session.touch()
+            if session.bucket is not None and not session.bucket.take():
+                raise ProtocolError(RATE_LIMITED, "too many requests; slow down")
             return protocol.response_ok(request.id, await handler(session, data))
-        except (ProtocolError, RoomError, SfuError) as exc:
+        except (ProtocolError, RoomError, SfuError, AuthError) as exc:
             if isinstance(exc, ProtocolError) and request_id is None:
                 request_id = exc.request_id
             log.info("request-refused", uid=session.uid, code=exc.code, reason=exc.reason)
@@ -142,26 +153,38 @@ class SignalService:
             raise ProtocolError(protocol.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
 
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
-        member = Member(uid=session.uid, signalid=self.signal_id, bizid=data.bizid)
+        existing = self.rooms.get(data.rid)
+        grants = self.access.join_grants(session, data.rid, data.bizid, existing)
+        identity = session.identity
+        bizid = identity.bizid if identity is not None else data.bizid
+        member = Member(uid=session.uid, signalid=self.signal_id, bizid=bizid, hidden=grants.hidden)
         room = self.rooms.join(data.rid, member, data.mode, data.capacity)
+        if existing is None:
+            room.bizid = bizid if identity is not None else ""
         session.rooms.add(data.rid)
+        session.grants[data.rid] = grants
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
-        await self.notify_room(
-            room,
-            "peer-join",
-            {"rid": data.rid, "uid": session.uid, "bizid": data.bizid},
-            exclude=session.uid,
-        )
+        if not member.hidden:
+            await self.notify_room(
+                room,
+                "peer-join",
+                {"rid": data.rid, "uid": session.uid, "bizid": bizid},
+                exclude=session.uid,
+            )
         response: dict[str, Any] = {
             "pubs": [_pub_info(p) for p in room.publications.values() if p.has_media],
             "users": [
                 {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
-                for m in room.others(session.uid)
+                for m in room.visible_others(session.uid)
             ],
         }
         # Seed 002's exact response for a plain room; the mode and capacity when they matter.
         if room.mode != "sfu" or room.capacity or data.mode or data.capacity:
             response.update(mode=room.mode, capacity=room.capacity)
+        if identity is not None:
+            response["grants"] = grants.claim()
+        for extra in self.join_extras:
+            response.update(extra(session))
         return response
 
     async def leave(self, session: PeerSession, data: LeaveData) -> dict[str, Any]:
@@ -171,6 +194,7 @@ class SignalService:
 
     async def _leave(self, session: PeerSession, rid: str) -> None:
         session.rooms.discard(rid)
+        session.grants.pop(rid, None)
         try:
             departure = self.rooms.leave(rid, session.uid)
         except RoomError:
@@ -189,7 +213,8 @@ class SignalService:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
-        await self.notify_room(room, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+        if not departure.member.hidden:
+            await self.notify_room(room, "peer-leave", {"rid": rid, "uid": departure.member.uid})
 
     async def keepalive(self, session: PeerSession, data: KeepaliveData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid)
@@ -198,6 +223,9 @@ class SignalService:
     async def publish(self, session: PeerSession, data: PublishData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid).require_sfu("publish")
         minfo = data.minfo.model_dump()
+        offer = check_offer(data.jsep.sdp, self.access.limits.offer_media_sections)
+        self.access.publish_sources(session, data.rid, offer, minfo)
+        self.access.room_limits(self.rooms, session, "publications")
         published = await self.sfu.publish(data.rid, session.uid, data.jsep.sdp, minfo)
         pub = Publication(
             mid=published.mid,
@@ -225,12 +253,16 @@ class SignalService:
     async def unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
-        room.own_publication(session.uid, data.mid)
+        if self.access.is_admin(session, data.rid):
+            pub = room.publication(data.mid)
+        else:
+            pub = room.own_publication(session.uid, data.mid)
         await self.sfu.unpublish(data.rid, data.mid)
-        await self._remove_publication(room, data.mid)
+        # A teacher ending a student's stream: the student hears of it too.
+        await self._remove_publication(room, data.mid, tell_publisher=pub.uid != session.uid)
         return {}
 
-    async def _remove_publication(self, room: Room, mid: str) -> None:
+    async def _remove_publication(self, room: Room, mid: str, tell_publisher: bool = False) -> None:
         if mid not in room.publications:
             return
         pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
@@ -240,7 +272,7 @@ class SignalService:
             room,
             "stream-remove",
             {"rid": room.rid, "uid": pub.uid, "mid": mid},
-            exclude=pub.uid,
+            exclude=None if tell_publisher else pub.uid,
         )
         log.info("stream-removed", rid=room.rid, uid=pub.uid, mid=mid)
 
@@ -249,6 +281,9 @@ class SignalService:
         room = self.rooms.member_room(data.rid, session.uid)
         room.require_sfu("subscribe")
         room.publication(data.mid)
+        self.access.subscribe(session, data.rid)
+        check_offer(data.jsep.sdp, self.access.limits.offer_media_sections)
+        self.access.room_limits(self.rooms, session, "subscriptions")
         subscribed = await self.sfu.subscribe(data.rid, session.uid, data.mid, data.jsep.sdp)
         try:
             room.add_subscription(
@@ -262,13 +297,16 @@ class SignalService:
     async def unsubscribe(self, session: PeerSession, data: UnsubscribeData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
-        room.own_subscription(session.uid, data.sid, data.mid)
+        sub = room.subscriptions.get(data.sid)
+        owner = sub.uid if sub is not None and self.access.is_admin(session, data.rid) else None
+        room.own_subscription(owner or session.uid, data.sid, data.mid)
         await self.sfu.unsubscribe(data.rid, data.sid)
         room.remove_subscription(data.sid)
         return {}
 
     async def broadcast(self, session: PeerSession, data: BroadcastData) -> dict[str, Any]:
         room = self.rooms.member_room(data.rid, session.uid)
+        self.access.data(session, data.rid)
         await self.notify_room(
             room,
             "broadcast",
@@ -282,12 +320,14 @@ class SignalService:
     async def record(self, session: PeerSession, data: RecordData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
+        self.access.record(session, data.rid)
         room.publication(data.mid)
         return _recording_info(await self.sfu.start_recording(data.rid, data.mid))
 
     async def stop_record(self, session: PeerSession, data: RecordData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
+        self.access.record(session, data.rid)
         room.publication(data.mid)
         return _recording_info(await self.sfu.stop_recording(data.rid, data.mid))
 
