@@ -7,7 +7,6 @@ state change, nobody else disturbed); each grant is also checked the other way r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

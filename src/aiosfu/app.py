@@ -17,6 +17,7 @@ from aiosfu.signal.limits import Limits, fit_to_file_limit
 from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.session import PeerSession
+from aiosfu.signal.stage import Stage
 
 log = get_logger("aiosfu.app")
 
@@ -65,7 +66,7 @@ def build_app(config: Config) -> web.Application:
     )
     if config.turn_urls and config.turn_secret:
 
-        def turn_credentials(session: PeerSession) -> dict[str, object]:
+        def turn_credentials(session: PeerSession, rid: str) -> dict[str, object]:
             servers = turn.ice_servers(
                 config.ice_servers,
                 config.turn_urls,
@@ -77,6 +78,7 @@ def build_app(config: Config) -> web.Application:
 
         service.join_extras.append(turn_credentials)
     P2PRelay(service)
+    Stage(service)
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service

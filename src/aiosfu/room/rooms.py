@@ -40,6 +40,8 @@ class Publication:
     sfuid: str
     minfo: dict[str, Any]
     has_media: bool = True  # False: data channels only, never announced as a stream
+    sources: tuple[str, ...] = ()  # camera, microphone, screen_share... (what grants name)
+    has_data: bool = False  # opened data channels
 
 
 @dataclass(frozen=True)

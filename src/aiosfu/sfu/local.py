@@ -291,6 +291,19 @@ class LocalSfu:
         for mid in [p.mid for p in self.publishers.values() if p.rid == rid and p.uid == uid]:
             await self.unpublish(rid, mid)
 
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+        producers = [p for p in publisher.producers if p.kind == kind]
+        if not producers:
+            raise SfuError("unknown-kind", f"stream {mid!r} has no {kind} track")
+        for producer in producers:
+            producer.paused = paused
+            if not paused:  # subscribers' decoders need a fresh start
+                await producer.request_keyframe()
+        log.info("pause", rid=rid, mid=mid, kind=kind, paused=paused)
+
     async def close(self) -> None:
         await self.recordings.close()
         for sid in list(self.subscribers):

@@ -50,8 +50,10 @@ class SignalService:
         access: AccessControl | None = None,
     ) -> None:
         self.access = access or AccessControl()
-        # Extra fields of a join response (the TURN credentials), by the joining session.
-        self.join_extras: list[Callable[[PeerSession], dict[str, Any]]] = []
+        # Extensions may refuse a join (raise) and add fields to its response (TURN
+        # credentials, the stage's raised hands): called with the session and the rid.
+        self.join_checks: list[Callable[[PeerSession, str], None]] = []
+        self.join_extras: list[Callable[[PeerSession, str], dict[str, Any]]] = []
         self.rooms = rooms
         self.sfu = sfu
         self.signal_id = signal_id
@@ -155,6 +157,8 @@ class SignalService:
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
         existing = self.rooms.get(data.rid)
         grants = self.access.join_grants(session, data.rid, data.bizid, existing)
+        for check in self.join_checks:
+            check(session, data.rid)
         identity = session.identity
         bizid = identity.bizid if identity is not None else data.bizid
         member = Member(uid=session.uid, signalid=self.signal_id, bizid=bizid, hidden=grants.hidden)
@@ -184,7 +188,7 @@ class SignalService:
         if identity is not None:
             response["grants"] = grants.claim()
         for extra in self.join_extras:
-            response.update(extra(session))
+            response.update(extra(session, data.rid))
         return response
 
     async def leave(self, session: PeerSession, data: LeaveData) -> dict[str, Any]:
@@ -224,7 +228,7 @@ class SignalService:
         self.rooms.member_room(data.rid, session.uid).require_sfu("publish")
         minfo = data.minfo.model_dump()
         offer = check_offer(data.jsep.sdp, self.access.limits.offer_media_sections)
-        self.access.publish_sources(session, data.rid, offer, minfo)
+        sources = self.access.publish_sources(session, data.rid, offer, minfo)
         self.access.room_limits(self.rooms, session, "publications")
         published = await self.sfu.publish(data.rid, session.uid, data.jsep.sdp, minfo)
         pub = Publication(
@@ -234,6 +238,8 @@ class SignalService:
             sfuid=published.sfuid,
             minfo=minfo,
             has_media=published.has_media,
+            sources=sources,
+            has_data=offer.has_data,
         )
         room = self.rooms.get(data.rid)
         if room is None or session.uid not in room.members:
