@@ -47,7 +47,7 @@ async def test_teacher_brings_a_student_on_stage_and_takes_them_off(
         "roomAdmin",
     )
 
-    await student.request("raise-hand", {"rid": ROOM})
+    await student.raise_hand(ROOM)
     raised = await teacher.signaling.wait_for("hand-raised")
     assert raised == {"rid": ROOM, "uid": "student"}
     on_stage = {"rid": ROOM, "uid": "student", "grants": {"canPublish": True}}
@@ -61,8 +61,7 @@ async def test_teacher_brings_a_student_on_stage_and_takes_them_off(
     video = await watch(classmate, publication.mid)
 
     start = classmate.signaling.received
-    off = {"rid": ROOM, "uid": "student", "grants": {"canPublish": False}}
-    await teacher.request("update-grants", off)
+    await teacher.update_grants(ROOM, "student", canPublish=False)
     await stopped_within(video, 1.0)
     removed = await classmate.signaling.wait_for("stream-remove", start=start)
     assert removed["mid"] == publication.mid
@@ -84,7 +83,7 @@ async def test_mute_stops_forwarding_and_tells_the_room(keyed: ServerProcess) ->
     video = await watch(student, publication.mid)
     mute = {"rid": ROOM, "mid": publication.mid, "kind": "video"}
     await refused(student.request("mute", mute), "forbidden", "roomAdmin")
-    await teacher.request("mute", mute)
+    await teacher.mute(ROOM, publication.mid, "video")
     told = await speaker.signaling.wait_for("stream-muted")
     assert told == {**mute, "uid": "speaker", "muted": True, "by": "teacher"}
     await stopped_within(video, 0.5)
@@ -110,7 +109,7 @@ async def test_remove_ends_membership_for_the_rest_of_the_room(keyed: ServerProc
     await refused(
         student.request("remove", {"rid": ROOM, "uid": "troll"}), "forbidden", "roomAdmin"
     )
-    await teacher.request("remove", {"rid": ROOM, "uid": "troll"})
+    await teacher.remove(ROOM, "troll")
     told = await troll.signaling.wait_for("peer-removed")
     assert told == {"rid": ROOM, "uid": "troll", "by": "teacher"}
     await student.signaling.wait_for("peer-leave", lambda d: d["uid"] == "troll")
@@ -134,7 +133,7 @@ async def test_hands_are_shown_to_late_joiners_and_lowered_by_a_teacher(
     await refused(
         other.request("lower-hand", {"rid": ROOM, "uid": "student"}), "forbidden", "roomAdmin"
     )
-    await teacher.request("lower-hand", {"rid": ROOM, "uid": "student"})
+    await teacher.lower_hand(ROOM, "student")
     await student.signaling.wait_for("hand-lowered")
     late = await connect(keyed, "late")
     assert "hands" not in await late.join(ROOM)
