@@ -182,6 +182,8 @@ export class Client extends Emitter {
    * @param {number} [options.requestTimeout] ms before a request is abandoned
    * @param {number} [options.connectTimeout] ms before connect() gives up
    * @param {RTCIceServer[]} [options.iceServers] skip fetching /api/ice-servers
+   * @param {RTCIceTransportPolicy} [options.iceTransportPolicy] "relay": media only
+   *   through TURN (networks that allow nothing else)
    */
   constructor(options = {}) {
     super();
@@ -492,7 +494,10 @@ export class Client extends Emitter {
   }
 
   _newPeerConnection() {
-    return new RTCPeerConnection({ iceServers: this.iceServers });
+    return new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.options.iceTransportPolicy ?? "all",
+    });
   }
 
   /** @returns {Promise<RTCSessionDescriptionInit>} an offer with all candidates */

@@ -3,7 +3,8 @@
  * Query parameters: room, name, autojoin=1, publish=0 (see docs/browser.md),
  * mode=p2p and capacity=N (a mesh room, docs/p2p.md), token=JWT (a server
  * with API keys: the name is the token's, and the page shows the classroom
- * controls the token's grants allow, docs/security.md).
+ * controls the token's grants allow, docs/security.md), relay=1 (media only
+ * through TURN).
  */
 import { Client, Mesh, defaultUrl } from "/static/aiosfu.js";
 
@@ -32,6 +33,7 @@ const demo = {
   /** @type {Array<{uid: string, state: string}>} */
   peers: [],
   peerStats,
+  publicationStats,
   /** Our grants in the room (null in open mode before joining), raised hands, who is on stage. */
   grants: null,
   /** @type {string[]} */
@@ -107,7 +109,8 @@ async function join(rid, uid, withMedia) {
   setControls("joining");
   demo.error = null;
   showStatus(`Joining ${rid}…`);
-  const c = new Client();
+  // relay=1: media only through the TURN servers the server hands out.
+  const c = new Client(params.get("relay") === "1" ? { iceTransportPolicy: "relay" } : {});
   client = c;
   self = uid;
   c.on("peer-join", ({ uid: who }) => addParticipant(who));
@@ -400,6 +403,26 @@ async function peerStats() {
     });
     return result;
   }));
+}
+
+/**
+ * Our publication's transport, for automation: which kind of local candidate
+ * carries it (host, srflx, relay) and how much it sent.
+ * @returns {Promise<{candidateType: string | null, bytesSent: number}>}
+ */
+async function publicationStats() {
+  const pub = client?.publications.get(demo.localMid);
+  const result = { candidateType: null, bytesSent: 0 };
+  if (!pub) return result;
+  const report = await pub.pc.getStats();
+  report.forEach((stat) => {
+    if (stat.type === "transport" && stat.selectedCandidatePairId) {
+      const pair = report.get(stat.selectedCandidatePairId);
+      result.candidateType = report.get(pair?.localCandidateId)?.candidateType ?? null;
+    }
+    if (stat.type === "outbound-rtp") result.bytesSent += stat.bytesSent ?? 0;
+  });
+  return result;
 }
 
 /** Return the page to its pre-join state, keeping `state`/`error` to the caller. */
