@@ -87,6 +87,9 @@ async def test_pages_of_other_origins_cannot_open_a_socket(server: ServerProcess
     assert await upgrade(server, "?peer=a", Origin="null") == 403
     assert await upgrade(server, "?peer=a", Origin=f"https://127.0.0.1:{server.port}") == 403
     assert await upgrade(server, "?peer=a", Origin=own) == 101
+    # Behind a TLS proxy: the page is https, the proxy says so.
+    https = f"https://127.0.0.1:{server.port}"
+    assert await upgrade(server, "?peer=c", Origin=https, **{"X-Forwarded-Proto": "https"}) == 101
     assert await upgrade(server, "?peer=b") == 101  # no Origin: not a browser page
 
 

@@ -38,5 +38,8 @@ def origin_allowed(request: web.Request, allowed: Collection[str]) -> bool:
         return False  # "null" and anything that is not scheme://host[:port]
     if "*" in allowed or wanted in {_normalize(a) for a in allowed}:
         return True
-    scheme = "https" if request.secure else "http"
+    # Behind a TLS-terminating proxy the page is https while we see http; a browser
+    # cannot set X-Forwarded-Proto on its upgrade, so trusting it here is safe.
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else "https" if request.secure else "http"
     return wanted == _normalize(f"{scheme}://{request.host}")
