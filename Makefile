@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # can leave the machine.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: install system-deps run test lint bench bench-deps clean
+.PHONY: install system-deps run test lint fuzz bench bench-deps clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,12 +35,17 @@ run: install
 	$(BIN)/aiosfu serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
 	$(LOOPBACK_ONLY) $(BIN)/pytest -q $(PYTEST_ARGS)
 
+# At least a million inputs over every fuzz target (fuzz/); crashes are left as crash-*.
+FUZZ_RUNS ?= 1000000
+fuzz: install
+	$(LOOPBACK_ONLY) $(BIN)/python -m fuzz all --runs $(FUZZ_RUNS)
+
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 
 # The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
 bench-deps: install
