@@ -84,11 +84,13 @@ def build_app(config: Config) -> web.Application:
     app[SERVICE_KEY] = service
     add_routes(app)
 
+    secure = bool(config.tls_cert or config.tls_self_signed)
+
     async def on_startup(app: web.Application) -> None:
         log.info(
             "serving",
-            url=f"http://{config.host}:{config.port}/",
-            ws=f"ws://{config.host}:{config.port}/ws",
+            url=f"{'https' if secure else 'http'}://{config.host}:{config.port}/",
+            ws=f"{'wss' if secure else 'ws'}://{config.host}:{config.port}/ws",
             ice=",".join(ice_addresses),
         )
         if auth.open:

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SAMPLE_PATH = Path(__file__).with_name("config.sample.toml")
 
@@ -70,11 +70,20 @@ class Config(BaseModel):
     turn_urls: list[str] = Field(default_factory=list)
     turn_secret: str = ""
     turn_ttl: int = Field(86400, ge=60)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_self_signed: bool = False
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Config:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 # Env vars taken as they are, never parsed as JSON (a room directory named "2024" stays text).
-_PLAIN_STRINGS = ("host", "signal_id", "sfu_id", "record_dir", "turn_secret")
+_PLAIN_STRINGS = ("host", "signal_id", "sfu_id", "record_dir", "turn_secret", "tls_cert", "tls_key")
 
 
 def _env_value(raw: str) -> Any:
