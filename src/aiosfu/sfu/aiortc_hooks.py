@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -56,6 +57,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
@@ -275,6 +277,16 @@ class FastIngress:
         self._installed_on = protocol
 
 
+def parse_rtp(data: bytes, extensions: HeaderExtensionsMap) -> RtpPacket | None:
+    """aiortc's parser, or None for a malformed packet. Besides its ValueError it raises
+    struct.error on a header extension of the wrong length (found by fuzzing): from the
+    socket callback that would cost a traceback per packet."""
+    try:
+        return RtpPacket.parse(data, extensions)
+    except (ValueError, struct.error):
+        return None
+
+
 class NeverTrack(MediaStreamTrack):
     """A track that never yields a frame, so a sender started on it never encodes."""
 
@@ -343,9 +355,8 @@ class ForwardingReceiver(RTCRtpReceiver):
 
     def ingest(self, data: bytes) -> None:
         """The fast path's entry (FastIngress): a clear RTP datagram, handled at once."""
-        try:
-            packet = RtpPacket.parse(data, self.transport._rtp_header_extensions_map)
-        except ValueError:
+        packet = parse_rtp(data, self.transport._rtp_header_extensions_map)
+        if packet is None:
             return
         arrival_time_ms = int((time.time() + NTP_EPOCH_OFFSET) * 1000)  # as aiortc's clock
         try:

@@ -49,6 +49,10 @@ class Sfu(Protocol):
 
     async def close_peer(self, rid: str, uid: str) -> None: ...
 
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        """Stop (or resume) forwarding the `kind` tracks of a publication (a mute)."""
+        ...
+
     async def start_recording(self, rid: str, mid: str) -> Recording:
         """Record a publication; the recording already running if there is one."""
         ...

@@ -104,6 +104,15 @@ def _parse_offer(sdp: str) -> SessionDescription:
     return description
 
 
+async def _close_refused(pc: RTCPeerConnection) -> None:
+    """Close a connection whose offer aiortc refused: it may be half set up and fail to
+    close too, and that second failure must not replace the refusal the peer gets."""
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.info("refused-connection-close-failed", error=repr(exc))
+
+
 def _limit_message_size(answer_sdp: str, limit: int) -> str:
     """Advertise the relay's message limit, so compliant peers refuse bigger sends locally."""
     return re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{limit}", answer_sdp)
@@ -157,7 +166,7 @@ class LocalSfu:
             receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
+            await _close_refused(pc)
             raise SfuError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}") from exc
         answer = SessionDescription.parse(pc.localDescription.sdp)
         answered = {m.rtp.muxId: m for m in answer.media if m.kind in MEDIA_KINDS}
@@ -290,6 +299,19 @@ class LocalSfu:
             await self.unsubscribe(rid, sid)
         for mid in [p.mid for p in self.publishers.values() if p.rid == rid and p.uid == uid]:
             await self.unpublish(rid, mid)
+
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
+        producers = [p for p in publisher.producers if p.kind == kind]
+        if not producers:
+            raise SfuError(ErrorCode.UNKNOWN_KIND, f"stream {mid!r} has no {kind} track")
+        for producer in producers:
+            producer.paused = paused
+            if not paused:  # subscribers' decoders need a fresh start
+                await producer.request_keyframe()
+        log.info("pause", rid=rid, mid=mid, kind=kind, paused=paused)
 
     async def close(self) -> None:
         await self.recordings.close()
