@@ -17,7 +17,7 @@ import pytest
 
 from aiosfu.client import Client
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
-from tests.media import PatternTrack, ToneTrack
+from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
 
 RID = "lecture"
 
@@ -170,3 +170,38 @@ async def test_room_count_is_sent_at_most_once_a_second(
     counts = heard(watchers[0], "room-count")
     assert len(counts) <= int(elapsed) + 2, (len(counts), elapsed, joined_in)
     assert [c["members"] for c in counts] == sorted(c["members"] for c in counts)
+
+
+@pytest.mark.media
+async def test_a_burst_of_new_subscribers_shares_keyframe_requests(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    """Each new video subscriber needs a keyframe, but a class arriving at once must not
+    make the teacher's encoder send one per student: at most one request per interval."""
+    teacher = await connect(lecture_server, clients, "teacher")
+    await teacher.join(RID)
+    publication = await teacher.publish(RID, [PatternTrack(160, 120)])
+    students = [await connect(lecture_server, clients, f"s{i}") for i in range(12)]
+    for student in students:
+        await student.join(RID)
+    await asyncio.sleep(1.0)  # past the interval of any request made for no subscriber
+
+    def requests_sent(stats: dict[str, Any]) -> int:
+        producers = stats["sfu"]["publications"][publication.mid]["producers"]
+        return sum(p["keyframeRequestsSent"] for p in producers if p["kind"] == "video")
+
+    before = requests_sent(await lecture_server.stats())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    subscriptions = await asyncio.gather(
+        *(s.subscribe(RID, publication.mid, kinds=("video",)) for s in students)
+    )
+    counters = [FrameCounter(await wait_for_track(sub, "video")).start() for sub in subscriptions]
+    await wait_for(lambda: all(c.frames >= 3 for c in counters), timeout=20)
+    elapsed = loop.time() - started
+    sent = requests_sent(await lecture_server.stats()) - before
+    for counter in counters:
+        await counter.stop()
+    # keyframe_request_interval is 0.5 s: one now, at most one more per interval after.
+    assert 1 <= sent <= elapsed / 0.5 + 1, (sent, elapsed)
+    assert sent < len(students), "one request per subscriber: nothing was coalesced"
