@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # can leave the machine.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: install system-deps run test lint bench bench-deps clean
+.PHONY: install system-deps run test lint bench bench-deps bench-storm clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
+
+# Large rooms only: join storms and a subscribe storm (bench/storm.py, about 3 minutes).
+bench-storm: bench-deps
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache

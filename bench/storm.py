@@ -550,7 +550,42 @@ def subscribe_table(storms: Sequence[SubscribeStorm]) -> str:
     return "\n".join(lines)
 
 
+BEGIN, END = "<!-- storm:begin -->", "<!-- storm:end -->"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def write_benchmarks(
+    joins: Sequence[JoinStorm], subscribes: Sequence[SubscribeStorm], command: str
+) -> None:
+    """Replace the generated storm block of BENCHMARKS.md (appended the first time)."""
+    body = "\n".join(
+        [
+            BEGIN,
+            f"Command: `{command}` (inside a loopback-only namespace; `make bench` runs it)  ",
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{os.cpu_count()} cores; server on one core, generator processes on the other",
+            "",
+            "Join storms:",
+            "",
+            join_table(joins),
+            "",
+            "Subscribe storm:",
+            "",
+            subscribe_table(subscribes),
+            END,
+        ]
+    )
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + body + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Large rooms (`bench/storm.py`)\n\n" + body + "\n"
+    BENCHMARKS.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__)
     parser.add_argument(
         "--joins",
@@ -567,6 +602,9 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", type=Path, metavar="FILE", help="py-spy the server over a subscribe storm"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--write", action="store_true", help="update the storm section of BENCHMARKS.md"
+    )
     args = parser.parse_args(argv)
     _raise_fd_limit()
     storms: list[JoinStorm] = []
@@ -589,6 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     print(join_table(storms))
     print()
     print(subscribe_table(subscribes))
+    if args.write:
+        write_benchmarks(storms, subscribes, " ".join(["python -m bench.storm", *(argv or [])]))
     if args.json:
         payload = {
             "joins": [asdict(s) for s in storms],
