@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from aiosfu.client import Client
+from aiosfu.signal.auth import mint_token
+from aiosfu.signal.grants import Grants, for_role
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
 from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
 
@@ -205,3 +207,37 @@ async def test_a_burst_of_new_subscribers_shares_keyframe_requests(
     # keyframe_request_interval is 0.5 s: one now, at most one more per interval after.
     assert 1 <= sent <= elapsed / 0.5 + 1, (sent, elapsed)
     assert sent < len(students), "one request per subscriber: nothing was coalesced"
+
+
+async def test_with_tokens_grants_decide_who_is_audience(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A teacher (room admin) sees everyone from the start; a student without a publish
+    grant is audience past the threshold; one who may publish is announced as seed 002."""
+    key, secret = "APIschool", "school-secret-0123456789abcdef01234"
+    config = tmp_path / "aiosfu.toml"
+    config.write_text(
+        f'announce_members_up_to = 1\n[institutions.school]\nkeys = {{ {key} = "{secret}" }}\n'
+    )
+    server = start_server(tmp_path, "--config", str(config))
+    try:
+
+        async def join(uid: str, grants: Grants) -> tuple[Client, dict[str, Any]]:
+            token = mint_token(secret, key, uid, grants)
+            client = await Client.connect(server.ws_url, uid, token=token, ice_ips=["127.0.0.1"])
+            clients.append(client)
+            return client, await client.join(RID)
+
+        student = for_role("student", RID)
+        speaker = student.model_copy(update={"canPublish": True})
+        first, _ = await join("first", student)
+        teacher, _ = await join("teacher", for_role("teacher", RID))
+        quiet, listed = await join("quiet", student)
+        talker, _ = await join("talker", speaker)
+        assert [u["uid"] for u in listed["users"]] == ["teacher"]
+        await settle(first, teacher, quiet, talker)
+        assert uids(teacher, "peer-join") == ["quiet", "talker"], "an admin hears of everyone"
+        assert uids(first, "peer-join") == ["teacher", "talker"], "not of the audience"
+        assert "quiet" not in uids(talker, "peer-join")
+    finally:
+        stop_server(server)

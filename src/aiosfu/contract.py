@@ -45,6 +45,13 @@ class ErrorCode(StrEnum):
     NO_CONNECTION = "no-connection"
     MESSAGE_TOO_LARGE = "message-too-large"
     BAD_MESSAGE = "bad-message"
+    # Access control and limits (signal/auth.py, signal/access.py, signal/limits.py)
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate-limited"
+    LIMIT_EXCEEDED = "limit-exceeded"
+    # The classroom stage (signal/stage.py, sfu/local.py mute)
+    UNKNOWN_KIND = "unknown-kind"
 
 
 class CodedError(Exception):

@@ -26,6 +26,7 @@ class Member:
     uid: str
     signalid: str
     bizid: str = ""
+    hidden: bool = False  # left out of `users` and `peer-join` (an observer)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Publication:
     sfuid: str
     minfo: dict[str, Any]
     has_media: bool = True  # False: data channels only, never announced as a stream
+    sources: tuple[str, ...] = ()  # camera, microphone, screen_share... (what grants name)
+    has_data: bool = False  # opened data channels
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Room:
         self.rid = rid
         self.mode: Mode = mode
         self.capacity = capacity  # most members at once; 0: no limit
+        self.bizid = ""  # the institution whose members may join (when tokens are used)
         self.members: dict[str, Member] = {}
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}

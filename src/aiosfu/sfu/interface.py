@@ -16,12 +16,16 @@ __all__ = ["Published", "Recording", "Sfu", "SfuError", "SfuListener", "Subscrib
 
 
 class SfuListener(Protocol):
-    """Told when media ends on its own (the peer's transport failed or closed), and
-    when a recording starts or stops (asked for, or on its own: unpublish, disk full)."""
+    """Told when a publication's transport first connects (only then is it worth
+    announcing), when media ends on its own (the peer's transport failed, closed or never
+    connected; `reason` says which, for the peer), and when a recording starts or stops
+    (asked for, or on its own: unpublish, disk full)."""
 
-    async def publication_ended(self, rid: str, mid: str) -> None: ...
+    async def publication_connected(self, rid: str, mid: str) -> None: ...
 
-    async def subscription_ended(self, rid: str, sid: str) -> None: ...
+    async def publication_ended(self, rid: str, mid: str, reason: str) -> None: ...
+
+    async def subscription_ended(self, rid: str, sid: str, reason: str) -> None: ...
 
     async def recording_started(self, recording: Recording) -> None: ...
 
@@ -44,6 +48,10 @@ class Sfu(Protocol):
     async def unsubscribe(self, rid: str, sid: str) -> None: ...
 
     async def close_peer(self, rid: str, uid: str) -> None: ...
+
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        """Stop (or resume) forwarding the `kind` tracks of a publication (a mute)."""
+        ...
 
     async def start_recording(self, rid: str, mid: str) -> Recording:
         """Record a publication; the recording already running if there is one."""

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from aiosfu.contract import CodedError, ErrorCode
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+# A room id is an identifier, not a title: visible ASCII only, so no control character
+# reaches a log or a file name and no lookalike letter passes for another room.
+RoomId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
 
 
 class ProtocolError(CodedError):
@@ -45,7 +48,7 @@ class MediaInfo(Model):
 
 
 class RoomData(Model):
-    rid: Id
+    rid: RoomId
 
 
 class JoinData(RoomData):
@@ -113,7 +116,7 @@ class IceCandidate(Model):
 class RelayData(Model):
     """P2P relay: delivered to peer `to` as a notification of the same method with `from`."""
 
-    rid: Id | None = None
+    rid: RoomId | None = None
     to: Id
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
+from aiosfu.signal.access import forbidden
 from aiosfu.signal.protocol import (
     AnswerData,
     CandidateData,
@@ -51,10 +52,20 @@ class P2PRelay:
                 raise ProtocolError(
                     ErrorCode.UNKNOWN_PEER, f"peer {data.to!r} is not in room {data.rid!r}"
                 )
+        elif not self.service.access.open and not self._share_a_room(session, data.to):
+            # Seed 001's relay between bare uids is for open (development) servers; with
+            # tokens a peer reaches only those it is in a room with.
+            raise forbidden(f"peer {data.to!r} is in no room with you")
         target = self.service.sessions.get(data.to)
         if target is None or target.ws.closed:
             raise ProtocolError(ErrorCode.UNKNOWN_PEER, f"peer {data.to!r} is not connected")
         return (data.rid or "", frozenset((session.uid, data.to)))
+
+    def _share_a_room(self, session: PeerSession, uid: str) -> bool:
+        return any(
+            (room := self.service.rooms.get(rid)) is not None and uid in room.members
+            for rid in session.rooms
+        )
 
     def _negotiating(self, pair: Pair, data: RelayData, method: str) -> None:
         if pair not in self.pairs:

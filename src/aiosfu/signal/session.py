@@ -20,6 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from aiosfu.log import get_logger
+from aiosfu.signal.auth import Identity
+from aiosfu.signal.grants import Grants
+from aiosfu.signal.limits import TokenBucket
 
 log = get_logger("aiosfu.signal")
 
@@ -35,10 +38,17 @@ class PeerSession:
         ws: web.WebSocketResponse,
         abort: Callable[[], None] = lambda: None,
         outbox_bytes: int = 4 * 1024 * 1024,
+        identity: Identity | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.uid = uid
         self.ws = ws
         self.rooms: set[str] = set()
+        # The verified token (None in open mode) and the grants in force in each room
+        # joined: the token's at first, then as a room admin changes them.
+        self.identity = identity
+        self.grants: dict[str, Grants] = {}
+        self.bucket = bucket
         self.last_seen = time.monotonic()
         self.closed = asyncio.Event()  # set once cleanup after disconnect is complete
         self.outbox_bytes = outbox_bytes
