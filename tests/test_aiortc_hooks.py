@@ -48,16 +48,19 @@ def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
 
 
+def _source_of(cls: type) -> str:
+    """The module's text, not inspect.getsource: that parses it with ast, which CPython
+    3.11.7 can fail with a spurious "AST constructor recursion depth mismatch"."""
+    return Path(inspect.getfile(cls)).read_text()
+
+
 async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
     """receive_constrained_baseline_first reorders `_codecs`, which createAnswer lists."""
     pc = aiortc.RTCPeerConnection()
     try:
         transceiver = pc.addTransceiver("video")
         assert isinstance(transceiver._codecs, list)
-        # The module's text, not inspect.getsource: that parses it with ast, which
-        # CPython 3.11.7 can fail with a spurious "recursion depth mismatch".
-        source = Path(inspect.getfile(aiortc.RTCPeerConnection)).read_text()
-        assert "transceiver._codecs" in source
+        assert "transceiver._codecs" in _source_of(aiortc.RTCPeerConnection)
     finally:
         await pc.close()
 
