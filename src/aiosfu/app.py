@@ -20,6 +20,7 @@ from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.session import PeerSession
 from aiosfu.signal.stage import Stage
+from aiosfu.signal.whip import add_whip_routes
 
 log = get_logger("aiosfu.app")
 
@@ -91,6 +92,7 @@ def build_app(config: Config) -> web.Application:
     add_routes(app)
     # After every extension has registered its methods, so all of them are counted.
     app.router.add_get("/metrics", metrics_handler(Metrics(service), authorize_admin))
+    add_whip_routes(app, service)
 
     secure = bool(config.tls_cert or config.tls_self_signed)
 
