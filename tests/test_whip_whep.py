@@ -94,7 +94,8 @@ async def test_chromium_watches_over_whep(server: ServerProcess, browser: Browse
         """
     )
     await page.evaluate(
-        "async (mid) => { window.session = await whep('/whep/class/' + encodeURIComponent(mid), window.video); }",
+        "async (mid) => {"
+        " window.session = await whep('/whep/class/' + encodeURIComponent(mid), window.video); }",
         publication.mid,
     )
     inbound = """async () => {
