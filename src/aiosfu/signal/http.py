@@ -176,6 +176,12 @@ async def stats(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    """The live page (web/dashboard.*); it reads /stats with the token it was given."""
+    authorize_admin(request)
+    return web.FileResponse(WEB_DIR / "dashboard.html")
+
+
 def authorize_admin(request: web.Request) -> None:
     """The operator's pages (/stats, /metrics, /dashboard): with tokens, only a token
     granting `roomList` reads them; HTTP 401 without one, 403 with one that does not."""
@@ -189,4 +195,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ws", websocket)
     app.router.add_get("/api/ice-servers", ice_servers)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/dashboard", dashboard)
     app.router.add_static("/static/", WEB_DIR)
