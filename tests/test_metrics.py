@@ -3,8 +3,11 @@ that reads them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiosfu.client import Client, SignalingError
-from aiosfu.signal.grants import Grants
 from aiosfu.signal.metrics import ServerCollector
 from tests.conftest import ROOT, ServerProcess, wait_for
 from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
@@ -22,6 +24,13 @@ from tests.test_access import keyed, token  # noqa: F401  (the keyed fixture)
 pytestmark = pytest.mark.media
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "aiosfu.json"
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+# `aiosfu` as installed in the project's virtualenv, first on PATH.
+CLI_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def keyed_config(server: ServerProcess) -> Path:
+    return Path(server.extra_args[server.extra_args.index("--config") + 1])
 
 
 async def scrape(server: ServerProcess, **headers: str) -> tuple[int, str]:
@@ -106,10 +115,19 @@ def dashboard_expressions() -> list[str]:
     return exprs
 
 
-async def test_metrics_need_an_operator_token(keyed: ServerProcess) -> None:  # noqa: F811
+async def test_metrics_need_an_operator_token(keyed: ServerProcess, tmp_path: Path) -> None:  # noqa: F811
     assert (await scrape(keyed))[0] == 401
     assert (await scrape(keyed, Authorization=f"Bearer {token('s')}"))[0] == 403
-    admin = token("ops", Grants(roomList=True))
+    # The token as docs/operations.md makes it.
+    (command,) = re.findall(r"```sh\n(aiosfu token .*?)\n```", OPERATIONS)
+    command = command.replace("aiosfu.toml", str(keyed_config(keyed)))
+    command = command.replace("/etc/prometheus/aiosfu.token", str(tmp_path / "aiosfu.token"))
+    proc = await asyncio.create_subprocess_shell(
+        command, cwd=ROOT, env=CLI_ENV, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    admin = (tmp_path / "aiosfu.token").read_text().strip()
     status, text = await scrape(keyed, Authorization=f"Bearer {admin}")
     assert status == 200
     assert value(text, "aiosfu_rooms") == 0

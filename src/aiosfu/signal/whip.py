@@ -173,7 +173,7 @@ async def _create(request: web.Request, kind: str, mid: str = "") -> web.StreamR
         status=201,
         text=answer,
         content_type=SDP_TYPE,
-        headers={"Location": location, "ETag": f'"{resource_id}"', "X-Aiosfu-Mid": mid},
+        headers={"Location": location, "X-Aiosfu-Mid": mid},
     )
 
 
