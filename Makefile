@@ -35,6 +35,7 @@ system-deps:
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	for pkg in $(INTEROP_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || \
 			missing="$$missing $$pkg"; \
