@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # can leave the machine.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: install system-deps run test lint bench bench-deps clean
+.PHONY: install system-deps run test lint bench bench-callgrind bench-deps clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,11 +41,13 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-# The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
+# The Janus baseline needs the Debian package; gcc builds its loopback shim and the
+# callgrind client requests (valgrind's headers) at run time.
 bench-deps: install
 	@missing=""; \
 	command -v janus >/dev/null 2>&1 || missing="$$missing janus"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -55,6 +57,11 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
+
+# Instructions per forwarded packet (valgrind), the figure that does not drift.
+bench-callgrind: bench-deps
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -63,3 +63,30 @@ def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert figures["frames_delivered_percent"] > 50
     # and the Markdown table names the scenario
     assert "| 1v2 |" in done.stdout
+
+
+async def test_microbenchmark_path_forwards_real_srtp_to_every_subscriber() -> None:
+    """The path `python -m bench.callgrind` counts is the server's own, whole: every
+    inbound packet takes the fast path and reaches every subscriber as SRTP that the
+    subscriber's key opens, with the subscriber's SSRC and the publisher's payload."""
+    import time
+
+    from aiortc.rtp import RtpPacket
+
+    from bench.callgrind import make_packets, run_packets
+    from bench.forwarding_path import Stream, build_path, srtp_key, srtp_session
+
+    stream, keepalive = Stream(), []
+    path = await build_path(3, stream, keepalive)
+    cell = [time.time(), time.monotonic()]
+    packets = make_packets(stream, 40, cell)
+    for count, packet in enumerate(packets, 1):
+        run_packets(path.deliver, [packet], path.source, cell)
+        assert path.sent() == 3 * count
+        for i, sink in enumerate(path.sinks):
+            clear = srtp_session(srtp_key(i + 1), inbound=True).unprotect(bytes(sink.last))
+            out = RtpPacket.parse(clear)
+            assert out.ssrc == 0x90000000 + i
+            sent = srtp_session(srtp_key(0), inbound=True).unprotect(packet[0])
+            assert out.payload == RtpPacket.parse(sent).payload
+    assert path.strays == []
