@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from aiosfu.client import Client
 from aiosfu.sfu.ice import use_host_addresses
-from bench.janus import JanusDriver, start_janus
+from bench.janus import JanusDriver, start_janus, start_janus_default
 from bench.media import Clip, PacedTrack, PreencodedAudioTrack, PreencodedVideoTrack
 from bench.probe import StreamProbe, attach_probes
 from bench.servers import (
@@ -37,8 +37,9 @@ GENERATOR_BOUND_PERCENT = 85.0
 
 SERVERS: dict[str, Callable[[Path, set[int] | None], ServerProcess]] = {
     "aiosfu": start_aiosfu,
+    "janus": start_janus,  # event_loops = 1: the baseline
+    "janus-default": start_janus_default,
     "aiortc-relay": start_relay,
-    "janus": start_janus,
 }
 
 
@@ -69,6 +70,9 @@ class Result:
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    order: int | None = None  # position in its scenario's sequence of runs (0 first)
+    pair: int | None = None  # which A/B pair it belongs to (None: a reference run)
+    floor_us: float | None = None  # the sendto floor measured just before its pair
 
 
 class Participant(Protocol):
@@ -126,7 +130,7 @@ class ProtocolDriver:
 def make_driver(server: ServerProcess) -> Driver:
     # Every peer connection of the generator gathers on loopback only.
     use_host_addresses(["127.0.0.1"])
-    if server.name == "janus":
+    if server.name.startswith("janus"):
         return JanusDriver(server)
     return ProtocolDriver(server)
 
@@ -288,6 +292,7 @@ async def measure(
         probes = [probe for s in subscriptions for probe in s.probes]
         frames_before = {id(p): p.tracks[1].sent for p in publishers}
         sent_before = await packets_sent(publishers)
+        switches_before = server.context_switches()
         user_before, system_before = server.cpu_split()
         own_before = process_cpu_seconds(os.getpid())
         wall_before = time.perf_counter()
@@ -301,6 +306,7 @@ async def measure(
             probe.stop_window()
         wall = time.perf_counter() - wall_before
         user_after, system_after = server.cpu_split()
+        switches = server.context_switches() - switches_before
         system = system_after - system_before
         cpu = user_after - user_before + system
         own = process_cpu_seconds(os.getpid()) - own_before
@@ -310,6 +316,8 @@ async def measure(
         result.figures = summarize(subscriptions, probes, frames, sent, cpu, own, wall, rss)
         result.figures["cpu_system_percent"] = 100 * system / wall
         result.figures["idle_cpu_percent"] = idle_percent
+        result.figures["context_switches_per_s"] = switches / wall
+        result.figures["threads"] = server.threads()
         if result.figures["generator_cpu_percent"] >= GENERATOR_BOUND_PERCENT:
             result.notes.append("generator-bound: its own CPU was near one core")
     except Exception as exc:  # a baseline that falls over is a result, not a crash
@@ -386,7 +394,7 @@ async def run_one(
     except Exception as exc:
         return Result(server_name, scenario, error=f"did not start: {exc}")
     profile = None
-    if profile_dir is not None and server.name != "janus":
+    if profile_dir is not None and not server.name.startswith("janus"):
         profile = profile_dir / f"{server.name}-{scenario.name}.txt"
     try:
         return await measure(server, scenario, clip, duration, profile=profile)

@@ -34,6 +34,27 @@ def process_cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
+def process_threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def process_context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every live thread of `pid`."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # the thread just exited
+            continue
+        for line in lines:
+            if "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
+
+
 def process_rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -79,6 +100,12 @@ class ServerProcess:
 
     def rss_bytes(self) -> int:
         return process_rss_bytes(self.pid)
+
+    def threads(self) -> int:
+        return process_threads(self.pid)
+
+    def context_switches(self) -> int:
+        return process_context_switches(self.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
