@@ -48,6 +48,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("idle_cpu_percent", "% core, no media", "{:.1f}"),
     ("pps_in", "pkt/s in", "{:.0f}"),
     ("pps_out", "pkt/s out", "{:.0f}"),
+    ("received_in_window_percent", "read in window %", "{:.0f}"),
     ("loss_percent", "loss %", "{:.2f}"),
     ("frames_delivered_percent", "frames %", "{:.1f}"),
     ("latency_p50_ms", "latency p50 ms", "{:.2f}"),

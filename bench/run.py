@@ -34,6 +34,7 @@ from bench.servers import (
 
 ROOM = "bench"
 GENERATOR_BOUND_PERCENT = 85.0
+READ_BEHIND_PERCENT = 90.0
 
 SERVERS: dict[str, Callable[[Path, set[int] | None], ServerProcess]] = {
     "aiosfu": start_aiosfu,
@@ -154,15 +155,18 @@ class Subscription:
         return next((p for p in self.probes if p.kind == "video"), None)
 
 
-async def packets_sent(publishers: Sequence[Publisher]) -> int:
-    total = 0
+async def packets_sent(publishers: Sequence[Publisher]) -> dict[int, int]:
+    """RTP packets each publisher has sent so far (all its tracks), by id(publisher)."""
+    counts = {}
     for publisher in publishers:
+        total = 0
         for sender in publisher.pc.getSenders():
             report = await sender.getStats()
             total += sum(
                 getattr(s, "packetsSent", 0) for s in report.values() if s.type == "outbound-rtp"
             )
-    return total
+        counts[id(publisher)] = total
+    return counts
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -311,7 +315,8 @@ async def measure(
         switches = server.context_switches() - switches_before
         system = system_after - system_before  # in ticks: the kernel's share, roughly
         own = process_cpu_seconds(os.getpid()) - own_before
-        sent = await packets_sent(publishers) - sent_before
+        sent_after = await packets_sent(publishers)
+        sent = {key: sent_after[key] - sent_before[key] for key in sent_after}
         frames = {id(p): p.tracks[1].sent - frames_before[id(p)] for p in publishers}
         rss = server.rss_bytes()
         result.figures = summarize(subscriptions, probes, frames, sent, cpu, own, wall, rss)
@@ -321,6 +326,12 @@ async def measure(
         result.figures["threads"] = server.threads()
         if result.figures["generator_cpu_percent"] >= GENERATOR_BOUND_PERCENT:
             result.notes.append("generator-bound: its own CPU was near one core")
+        read = result.figures["received_in_window_percent"]
+        if read is not None and read < READ_BEHIND_PERCENT:
+            result.notes.append(
+                f"read behind: {read:.0f}% of the window's packets read in it (late, not "
+                "lost; its latency and frames % show a backlog)"
+            )
     except Exception as exc:  # a baseline that falls over is a result, not a crash
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -335,7 +346,7 @@ def summarize(
     subscriptions: Sequence[Subscription],
     probes: Sequence[StreamProbe],
     frames_sent: dict[int, int],
-    sent: int,
+    sent_by: dict[int, int],
     cpu: float,
     own: float,
     wall: float,
@@ -343,6 +354,14 @@ def summarize(
 ) -> dict[str, Any]:
     received = sum(p.packets for p in probes)
     expected = sum(p.expected for p in probes)
+    sent = sum(sent_by.values())
+    loss = max(0, expected - received) / expected if expected else 0.0
+    # What the server forwarded in the window: every packet its publisher sent, to each
+    # subscription that flows, less what went missing. Not what the subscribers read in
+    # the window: a generator starved of CPU by other work reads late (without loss), and
+    # that must not count as the server's cost.
+    due = sum(sent_by[id(s.publisher)] for s in subscriptions if any(p.packets for p in s.probes))
+    forwarded = due * (1 - loss)
     video = [s.video for s in subscriptions if s.video is not None]
     latencies = [x for p in video for x in p.latencies]
     first_packet = [
@@ -357,11 +376,12 @@ def summarize(
     cpu_us = cpu * 1e6
     return {
         "cpu_us_per_packet_in": cpu_us / sent if sent else None,
-        "cpu_us_per_packet_out": cpu_us / received if received else None,
+        "cpu_us_per_packet_out": cpu_us / forwarded if forwarded else None,
         "cpu_percent": 100 * cpu / wall,
         "pps_in": sent / wall,
         "pps_out": received / wall,
-        "loss_percent": 100 * max(0, expected - received) / expected if expected else None,
+        "received_in_window_percent": 100 * received / due if due else None,
+        "loss_percent": 100 * loss if expected else None,
         "frames_delivered_percent": (
             100 * sum(p.frames for p in video) / frames_expected if frames_expected else None
         ),
