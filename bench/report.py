@@ -62,9 +62,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("context_switches_per_s", "ctx switches/s", "{:.0f}"),
     ("generator_cpu_percent", "generator % core", "{:.0f}"),
 ]
+# (per packet in is per packet out times the fan-out, so its ratio is the same)
 RATIO_KEYS = [
     "cpu_us_per_packet_out",
-    "cpu_us_per_packet_in",
     "cpu_percent",
     "loss_percent",
     "frames_delivered_percent",
