@@ -189,3 +189,30 @@ async def test_js_sdk_drops_what_the_server_removed(
     (note,) = await failed()
     assert note["mid"] == published["mid"] and "did not connect" in note["reason"]
     assert await page.evaluate("() => window.interop.publishStates()") == []
+
+
+async def test_early_subscriber_of_an_unconnected_stream_hears_it_removed(
+    quick_server: ServerProcess,
+) -> None:
+    """A peer that subscribed by a mid it learnt elsewhere, before the stream was
+    announced, is the only one told `stream-remove` when the stream never connects."""
+    alice = await joined(quick_server, "alice")
+    published = await alice.request(
+        "publish",
+        {
+            "rid": "r1",
+            "jsep": {"type": "offer", "sdp": await offer_without_candidates("sendonly")},
+            "minfo": MINFO,
+        },
+    )
+    bob = await Client.connect(quick_server.ws_url, "bob")
+    await bob.join("r1")
+    await bob.subscribe("r1", published["mid"], published["sfuid"])
+    carol = await joined(quick_server, "carol")
+    removed = await bob.signaling.wait_for("stream-remove", timeout=TIMEOUT + 5)
+    assert removed == {"rid": "r1", "uid": "alice", "mid": published["mid"]}
+    await alice.wait_for("publish-failed", timeout=5)
+    assert not [name for name, _ in carol.notifications if name.startswith("stream-")]
+    for client in (alice, carol):
+        await client.close()
+    await bob.close()
