@@ -18,7 +18,7 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
-.PHONY: install system-deps run test lint bench bench-deps clean
+.PHONY: install system-deps run test lint fuzz bench bench-deps clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,9 @@ system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v turnserver >/dev/null 2>&1 || missing="$$missing coturn"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	for pkg in $(INTEROP_PACKAGES); do \
@@ -53,12 +55,19 @@ run: install
 	$(BIN)/aiosfu serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/mypy
 	$(LOOPBACK_ONLY) $(BIN)/pytest -q $(PYTEST_ARGS)
 
+# At least a million inputs over every fuzz target (fuzz/); crashes are left as crash-*.
+FUZZ_RUNS ?= 1000000
+fuzz: install
+	$(LOOPBACK_ONLY) $(BIN)/python -m fuzz all --runs $(FUZZ_RUNS)
+
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
+	$(BIN)/mypy
 
 # The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
 bench-deps: install
@@ -76,4 +85,4 @@ bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
 
 clean:
-	rm -rf $(VENV) node_modules test-artifacts .pytest_cache
+	rm -rf $(VENV) node_modules test-artifacts .pytest_cache .mypy_cache

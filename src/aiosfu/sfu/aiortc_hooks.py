@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -56,6 +57,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
@@ -184,7 +186,8 @@ def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
         error = srtp_unprotect(srtp, cdata, length)
         if error:
             raise pylibsrtp.Error(f"srtp_unprotect failed ({error})")
-        return buffer[0 : length[0]]
+        clear: bytes = buffer[0 : length[0]]
+        return clear
 
     return unprotect
 
@@ -216,7 +219,7 @@ class FastIngress:
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport) -> None:
         if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
-            dtls._aiosfu_fast_ingress = cls(dtls)  # type: ignore[attr-defined]
+            dtls._aiosfu_fast_ingress = cls(dtls)
 
     def _on_state(self) -> None:
         if self.dtls._state == DtlsState.CONNECTED and self._installed_on is None:
@@ -274,6 +277,16 @@ class FastIngress:
         self._installed_on = protocol
 
 
+def parse_rtp(data: bytes, extensions: HeaderExtensionsMap) -> RtpPacket | None:
+    """aiortc's parser, or None for a malformed packet. Besides its ValueError it raises
+    struct.error on a header extension of the wrong length (found by fuzzing): from the
+    socket callback that would cost a traceback per packet."""
+    try:
+        return RtpPacket.parse(data, extensions)
+    except (ValueError, struct.error):
+        return None
+
+
 class NeverTrack(MediaStreamTrack):
     """A track that never yields a frame, so a sender started on it never encodes."""
 
@@ -321,6 +334,7 @@ class ForwardingReceiver(RTCRtpReceiver):
             return
         codecs: dict[int, RTCRtpCodecParameters] = self._RTCRtpReceiver__codecs
         for codec in parameters.codecs:
+            assert codec.payloadType is not None  # negotiated codecs always have one
             codecs[codec.payloadType] = codec
         self._rtx_payload_types = {pt for pt, codec in codecs.items() if is_rtx(codec)}
         for encoding in parameters.encodings:
@@ -341,9 +355,8 @@ class ForwardingReceiver(RTCRtpReceiver):
 
     def ingest(self, data: bytes) -> None:
         """The fast path's entry (FastIngress): a clear RTP datagram, handled at once."""
-        try:
-            packet = RtpPacket.parse(data, self.transport._rtp_header_extensions_map)
-        except ValueError:
+        packet = parse_rtp(data, self.transport._rtp_header_extensions_map)
+        if packet is None:
             return
         arrival_time_ms = int((time.time() + NTP_EPOCH_OFFSET) * 1000)  # as aiortc's clock
         try:
@@ -443,6 +456,7 @@ class ForwardingSender(RTCRtpSender):
     async def send(self, parameters: RTCRtpSendParameters) -> None:
         await super().send(parameters)
         codec = parameters.codecs[0]
+        assert codec.payloadType is not None  # negotiated codecs always have one
         rtx_payload_type = next(
             (
                 c.payloadType

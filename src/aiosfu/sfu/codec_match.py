@@ -26,7 +26,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import H264Level, H264Profile, parse_h264_profile_level_id
 
-from aiosfu.sfu.interface import SfuError
+from aiosfu.contract import ErrorCode, SfuError
 
 # An absent profile-level-id, as libwebrtc and aiortc read it: Constrained Baseline 3.1
 # (RFC 6184's own default, Baseline level 1, is what no WebRTC stack means by it).
@@ -47,7 +47,7 @@ def _h264(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> tuple[H264Pro
     profile_level_id = str(codec.parameters.get("profile-level-id", DEFAULT_PROFILE_LEVEL_ID))
     profile, level = parse_h264_profile_level_id(profile_level_id)
     number = 10.5 if level == H264Level.LEVEL1_B else float(level)
-    return profile, number, int(codec.parameters.get("packetization-mode", 0))
+    return profile, number, int(str(codec.parameters.get("packetization-mode", 0)))
 
 
 def describe(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> str:
@@ -113,7 +113,7 @@ def subscriber_preferences(
     if local is None:
         had = ", ".join(describe(c) for c in primaries) or "no codecs"
         raise SfuError(
-            "codec-unsupported",
+            ErrorCode.CODEC_UNSUPPORTED,
             f"stream {mid!r} sends {kind} as {describe(sent)}, which none of the offered"
             f" {kind} codecs can decode: {had}",
         )
@@ -147,6 +147,6 @@ def check_publishable(kind: str, offered: list[RTCRtpCodecParameters]) -> None:
     had = ", ".join(describe(c) for c in primaries) or "no codecs"
     can = ", ".join(describe(c) for c in capabilities)
     raise SfuError(
-        "codec-unsupported",
+        ErrorCode.CODEC_UNSUPPORTED,
         f"the offer's {kind} m-line has {had}; this server receives {kind} as {can}",
     )

@@ -22,6 +22,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
+from aiosfu.contract import ErrorCode, Published, Recording, SfuError, Subscribed
 from aiosfu.log import get_logger
 from aiosfu.record import RecordingManager
 from aiosfu.sfu.aiortc_hooks import (
@@ -35,7 +36,8 @@ from aiosfu.sfu.aiortc_hooks import (
 from aiosfu.sfu.codec_match import check_publishable, subscriber_preferences
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
-from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.interface import SfuListener
+from aiosfu.sfu.nat import announce_public
 from aiosfu.sfu.opus import negotiate_opus
 from aiosfu.sfu.producer import Producer
 
@@ -53,6 +55,8 @@ class SfuSettings:
     datachannel_max_message_bytes: int = 16384
     datachannel_buffer_bytes: int = 1 << 20
     record_dir: str = "recordings"
+    # Private ICE address -> the public one announced for it (1:1 NAT, sfu/nat.py).
+    nat_mapping: dict[str, str] = field(default_factory=dict)
     # Seconds a new transport has to connect; one that has not is removed, so an offer
     # whose peer never connects (no candidates, blocked UDP) holds nothing for long.
     connect_timeout: float = 15.0
@@ -91,12 +95,22 @@ def _parse_offer(sdp: str) -> SessionDescription:
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the text trips it on
-        raise SfuError("bad-sdp", f"the offer SDP cannot be parsed: {exc}") from exc
+        raise SfuError(ErrorCode.BAD_SDP, f"the offer SDP cannot be parsed: {exc}") from exc
     if not any(m.kind in (*MEDIA_KINDS, "application") for m in description.media):
-        raise SfuError("bad-sdp", "the offer has no audio, video or application m-line")
-    if not description.media or not description.media[0].ice.usernameFragment:
-        raise SfuError("bad-sdp", "the offer has no ICE credentials")
+        raise SfuError(ErrorCode.BAD_SDP, "the offer has no audio, video or application m-line")
+    ice = description.media[0].ice if description.media else None
+    if ice is None or not ice.usernameFragment:
+        raise SfuError(ErrorCode.BAD_SDP, "the offer has no ICE credentials")
     return description
+
+
+async def _close_refused(pc: RTCPeerConnection) -> None:
+    """Close a connection whose offer aiortc refused: it may be half set up and fail to
+    close too, and that second failure must not replace the refusal the peer gets."""
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.info("refused-connection-close-failed", error=repr(exc))
 
 
 def _limit_message_size(answer_sdp: str, limit: int) -> str:
@@ -155,8 +169,8 @@ class LocalSfu:
             receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
-            raise SfuError("bad-sdp", f"the offer was refused: {exc}") from exc
+            await _close_refused(pc)
+            raise SfuError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}") from exc
         answer = SessionDescription.parse(pc.localDescription.sdp)
         answered = {m.rtp.muxId: m for m in answer.media if m.kind in MEDIA_KINDS}
         for transceiver in pc.getTransceivers():
@@ -181,7 +195,9 @@ class LocalSfu:
             transport.producers.append(producer)
         if not transport.producers and not with_data:
             await pc.close()
-            raise SfuError("codec-unsupported", "no offered audio/video codec can be received")
+            raise SfuError(
+                ErrorCode.CODEC_UNSUPPORTED, "no offered audio/video codec can be received"
+            )
         self.publishers[mid] = transport
         pc.on("connectionstatechange", lambda: self._on_publisher_state(transport))
         transport.deadline = self._connect_deadline(lambda: self._publisher_timed_out(transport))
@@ -194,7 +210,7 @@ class LocalSfu:
             data=with_data,
         )
         return Published(
-            answer_sdp=negotiate_opus(
+            answer_sdp=self._answer_text(
                 offer_sdp,
                 _limit_message_size(
                     pc.localDescription.sdp, self.settings.datachannel_max_message_bytes
@@ -208,7 +224,7 @@ class LocalSfu:
     async def subscribe(self, rid: str, uid: str, mid: str, offer_sdp: str) -> Subscribed:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         offer = _parse_offer(offer_sdp)
         sid = _new_id(uid)
         pc = self._new_peer_connection()
@@ -237,20 +253,27 @@ class LocalSfu:
             transport.consumers.append(consumer)
         if not transport.consumers:
             await pc.close()
-            raise SfuError("bad-sdp", f"the offer asks for no kind of media stream {mid!r} has")
+            raise SfuError(
+                ErrorCode.BAD_SDP, f"the offer asks for no kind of media stream {mid!r} has"
+            )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             answer_as_dtls_server(pc, offer)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await self._close_subscriber(transport)
-            code = "codec-unsupported" if "parameters" in str(exc) else "bad-sdp"
+            code = ErrorCode.CODEC_UNSUPPORTED if "parameters" in str(exc) else ErrorCode.BAD_SDP
             raise SfuError(code, f"the offer was refused: {exc}") from exc
         self.subscribers[sid] = transport
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
         transport.deadline = self._connect_deadline(lambda: self._subscriber_timed_out(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
-        return Subscribed(answer_sdp=negotiate_opus(offer_sdp, pc.localDescription.sdp), sid=sid)
+        return Subscribed(answer_sdp=self._answer_text(offer_sdp, pc.localDescription.sdp), sid=sid)
+
+    def _answer_text(self, offer_sdp: str, answer_sdp: str) -> str:
+        """What aiortc wrote, with the offer's Opus parameters kept and the addresses
+        peers must use."""
+        return announce_public(negotiate_opus(offer_sdp, answer_sdp), self.settings.nat_mapping)
 
     async def unpublish(self, rid: str, mid: str) -> None:
         transport = self.publishers.pop(mid, None)
@@ -280,6 +303,19 @@ class LocalSfu:
         for mid in [p.mid for p in self.publishers.values() if p.rid == rid and p.uid == uid]:
             await self.unpublish(rid, mid)
 
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
+        producers = [p for p in publisher.producers if p.kind == kind]
+        if not producers:
+            raise SfuError(ErrorCode.UNKNOWN_KIND, f"stream {mid!r} has no {kind} track")
+        for producer in producers:
+            producer.paused = paused
+            if not paused:  # subscribers' decoders need a fresh start
+                await producer.request_keyframe()
+        log.info("pause", rid=rid, mid=mid, kind=kind, paused=paused)
+
     async def close(self) -> None:
         await self.recordings.close()
         for sid in list(self.subscribers):
@@ -290,16 +326,16 @@ class LocalSfu:
     async def start_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         return await self.recordings.start(rid, publisher.uid, mid, publisher.producers)
 
     async def stop_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         recording = await self.recordings.stop(mid, "requested")
         if recording is None:
-            raise SfuError("not-recording", f"stream {mid!r} is not being recorded")
+            raise SfuError(ErrorCode.NOT_RECORDING, f"stream {mid!r} is not being recorded")
         return recording
 
     def _tell_listener(self, event: str, recording: Recording) -> None:
