@@ -230,6 +230,8 @@ async def test_hidden_members_are_not_announced(keyed: ServerProcess) -> None:
     teacher = await connect(keyed, "teacher", "teacher")
     await teacher.join(ROOM)
     publication = await teacher.publish(ROOM, [PatternTrack()])
+    # A stream is in join's pubs once its transport is up (docs/protocol.md, publish).
+    await wait_for(lambda: publication.pc.connectionState == "connected", 10)
     start = teacher.signaling.received
     inspector = await connect(keyed, "inspector", "observer")
     joined = await inspector.join(ROOM)
