@@ -155,9 +155,9 @@ class LocalSfu:
 
     async def publish(self, rid: str, uid: str, offer_sdp: str, minfo: dict[str, Any]) -> Published:
         offer = _parse_offer(offer_sdp)
-        for media in offer.media:
-            if media.kind in MEDIA_KINDS:  # aiortc refuses any m-line it has no codec for
-                check_publishable(media.kind, media.rtp.codecs)
+        for offered in offer.media:
+            if offered.kind in MEDIA_KINDS:  # aiortc refuses any m-line it has no codec for
+                check_publishable(offered.kind, offered.rtp.codecs)
         with_data = any(m.kind == "application" for m in offer.media)
         mid = _new_id(uid)
         pc = self._new_peer_connection()
