@@ -18,7 +18,7 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
-.PHONY: install system-deps run test lint fuzz bench bench-deps clean
+.PHONY: install system-deps run test lint fuzz bench bench-deps bench-storm clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -83,6 +83,11 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
+
+# Large rooms only: join storms and a subscribe storm (bench/storm.py, about 3 minutes).
+bench-storm: bench-deps
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts .pytest_cache .mypy_cache

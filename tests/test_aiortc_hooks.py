@@ -219,3 +219,30 @@ async def test_forwarding_sender_sets_the_sender_clock(dtls: RTCDtlsTransport) -
     assert sender._RTCRtpSender__rtp_timestamp == 456
     with pytest.raises(ConnectionError):  # not connected: the caller's ConnectionError path
         await sender.write_rtp(b"\x80" * 12, 0, 0)
+
+
+async def test_peer_connections_share_a_certificate_and_build_no_idle_estimator() -> None:
+    """cheap_peer_connections: what aiortc would build per connection, built once."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    from aiosfu.sfu.aiortc_hooks import cheap_peer_connections
+
+    cheap_peer_connections()
+    first, second = aiortc.RTCPeerConnection(), aiortc.RTCPeerConnection()
+    try:
+        for pc in (first, second):
+            pc.addTransceiver("video", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+        first_fp, second_fp = (
+            {x for x in pc.localDescription.sdp.splitlines() if x.startswith("a=fingerprint:")}
+            for pc in (first, second)
+        )
+        assert first_fp and first_fp == second_fp
+        receiver = first.getTransceivers()[0].receiver
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+        assert estimator is not None and estimator._estimator is None, "built before use"
+        estimator.add(arrival_time_ms=1, abs_send_time=1, payload_size=1000, ssrc=1)
+        assert isinstance(estimator._estimator, RemoteBitrateEstimator)
+    finally:
+        await first.close()
+        await second.close()

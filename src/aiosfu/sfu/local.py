@@ -31,6 +31,7 @@ from aiosfu.sfu.aiortc_hooks import (
     NeverTrack,
     accept_rsa_dtls_servers,
     answer_as_dtls_server,
+    cheap_peer_connections,
     receive_constrained_baseline_first,
 )
 from aiosfu.sfu.codec_match import check_publishable, subscriber_preferences
@@ -126,6 +127,7 @@ class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
         accept_rsa_dtls_servers()
+        cheap_peer_connections()
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}
