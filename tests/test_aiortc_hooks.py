@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiortc
 import pytest
@@ -48,21 +47,28 @@ def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
 
 
-def _source_of(cls: type) -> str:
-    """The module's text, not inspect.getsource: that parses it with ast, which CPython
-    3.11.7 can fail with a spurious "AST constructor recursion depth mismatch"."""
-    return Path(inspect.getfile(cls)).read_text()
-
-
 async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
     """receive_constrained_baseline_first reorders `_codecs`, which createAnswer lists."""
-    pc = aiortc.RTCPeerConnection()
+    offerer = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
+    answerer = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
     try:
-        transceiver = pc.addTransceiver("video")
-        assert isinstance(transceiver._codecs, list)
-        assert "transceiver._codecs" in _source_of(aiortc.RTCPeerConnection)
+        offerer.addTransceiver("video", direction="sendonly")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        (transceiver,) = answerer.getTransceivers()
+        negotiated = transceiver._codecs
+        assert [c.mimeType for c in negotiated if c.mimeType != "video/rtx"] == [
+            "video/VP8",
+            "video/H264",
+            "video/H264",
+        ]
+        transceiver._codecs = negotiated[::-1]  # what the answer lists follows `_codecs`
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        answer = answerer.localDescription.sdp
+        assert answer.index("H264/90000") < answer.index("VP8/90000")
     finally:
-        await pc.close()
+        await offerer.close()
+        await answerer.close()
 
 
 def test_certificate_builds_the_ssl_context_the_hooks_widen(dtls: RTCDtlsTransport) -> None:

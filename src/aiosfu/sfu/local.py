@@ -34,7 +34,7 @@ from aiosfu.sfu.aiortc_hooks import (
     cheap_peer_connections,
     receive_constrained_baseline_first,
 )
-from aiosfu.sfu.codec_match import subscriber_preferences
+from aiosfu.sfu.codec_match import check_publishable, subscriber_preferences
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import SfuListener
@@ -157,6 +157,9 @@ class LocalSfu:
 
     async def publish(self, rid: str, uid: str, offer_sdp: str, minfo: dict[str, Any]) -> Published:
         offer = _parse_offer(offer_sdp)
+        for offered in offer.media:
+            if offered.kind in MEDIA_KINDS:  # aiortc refuses any m-line it has no codec for
+                check_publishable(offered.kind, offered.rtp.codecs)
         with_data = any(m.kind == "application" for m in offer.media)
         mid = _new_id(uid)
         pc = self._new_peer_connection()
