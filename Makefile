@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # can leave the machine.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: install system-deps run test lint bench bench-deps clean
+.PHONY: install system-deps run test lint bench bench-deps clean proto
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ system-deps:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v nats-server >/dev/null 2>&1 || missing="$$missing nats-server"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -58,6 +61,11 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+
+# The cluster's gRPC service (docs/cluster.md): regenerate after editing sfu.proto.
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src \
+		--pyi_out=src src/aiosfu/cluster/proto/sfu.proto
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache

@@ -45,6 +45,9 @@ class ErrorCode(StrEnum):
     NO_CONNECTION = "no-connection"
     MESSAGE_TOO_LARGE = "message-too-large"
     BAD_MESSAGE = "bad-message"
+    # Cluster mode (aiosfu/cluster/, docs/cluster.md)
+    SFU_UNAVAILABLE = "sfu-unavailable"
+    STALE_EPOCH = "stale-epoch"
 
 
 class CodedError(Exception):

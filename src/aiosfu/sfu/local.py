@@ -351,7 +351,7 @@ class LocalSfu:
             await self._listener.subscription_ended(transport.rid, transport.sid)
         await self.unsubscribe(transport.rid, transport.sid)
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
         return {
             "sfuid": self.sfuid,
             "publications": {
