@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     MESSAGE_TOO_LARGE = "message-too-large"
     BAD_MESSAGE = "bad-message"
     # Cluster mode (aiosfu/cluster/, docs/cluster.md)
+    CLUSTER_UNAVAILABLE = "cluster-unavailable"
     SFU_UNAVAILABLE = "sfu-unavailable"
     STALE_EPOCH = "stale-epoch"
 
