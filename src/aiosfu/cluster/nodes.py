@@ -6,7 +6,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -67,19 +67,24 @@ class NodeInfo:
         )
 
 
-def choose_node(candidates: Sequence[NodeInfo], rng: random.Random | None = None) -> NodeInfo:
+def choose_node(
+    candidates: Sequence[NodeInfo],
+    rng: random.Random | None = None,
+    pending: Callable[[NodeInfo], float] = lambda node: 0.0,
+) -> NodeInfo:
     """Two random choices: the lighter of two nodes drawn at random.
 
     Always picking the lightest makes every signal node send the next rooms to the same
     node until its load is refreshed (2 s later); two choices spread them while staying
-    close to the best.
+    close to the best. `pending` adds what this signal node placed on a node since its
+    load was last written, so one signal node's burst spreads too.
     """
     if not candidates:
         raise ValueError("no node to choose from")
     if len(candidates) == 1:
         return candidates[0]
     a, b = (rng or random.Random()).sample(list(candidates), 2)
-    return a if a.load.score() <= b.load.score() else b
+    return a if a.load.score() + pending(a) <= b.load.score() + pending(b) else b
 
 
 class CpuMeter:

@@ -51,6 +51,8 @@ class Placement:
     epoch: int
 
 
+ONE_ROOM = Load(rooms=1, peers=1, tracks=1).score()
+
 OwnerLost = Callable[[Placement], Awaitable[None]]
 
 
@@ -147,6 +149,7 @@ class EtcdRegistry:
         self._lost: list[OwnerLost] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_id = 0
+        self._placed: dict[str, list[float]] = {}  # sfuid -> when we placed rooms there
         self.synced = asyncio.Event()  # the caches reflect etcd (cleared while it is away)
         self.registered = asyncio.Event()
 
@@ -324,6 +327,9 @@ class EtcdRegistry:
     def owner(self, rid: str) -> Placement | None:
         return self._owners.get(rid)
 
+    def owned_rooms(self) -> set[str]:
+        return set(self._owners)
+
     # --- placement ----------------------------------------------------------------------
 
     async def place_room(self, rid: str) -> Placement:
@@ -337,7 +343,7 @@ class EtcdRegistry:
             candidates = [n for n in self.nodes("sfu") if n.accepts_rooms() and n.id not in tried]
             if not candidates:
                 raise _no_node(rid)
-            chosen = choose_node(candidates)
+            chosen = choose_node(candidates, pending=self._pending)
             tried.add(chosen.id)
             try:
                 placement = await self._claim(rid, chosen)
@@ -349,7 +355,15 @@ class EtcdRegistry:
                     ErrorCode.CLUSTER_UNAVAILABLE, f"the registry (etcd) failed: {exc}"
                 ) from exc
             self._owners[rid] = placement
+            self._placed.setdefault(placement.sfuid, []).append(time.time())
             return placement
+
+    def _pending(self, node: NodeInfo) -> float:
+        """Rooms placed on `node` from here since its load was written, each weighed as a
+        room with one publisher; older placements are in the load already."""
+        placed = [t for t in self._placed.get(node.id, []) if t > node.updated_at]
+        self._placed[node.id] = placed
+        return len(placed) * ONE_ROOM
 
     async def _claim(self, rid: str, chosen: NodeInfo) -> Placement:
         key = owner_key(rid).encode()
