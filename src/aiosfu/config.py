@@ -34,6 +34,7 @@ class SignalNodeConfig(BaseModel):
     redis: str = "redis://127.0.0.1:6379/0"
     region: str = ""
     state_ttl: float = Field(default=30.0, ge=3)
+    peer_grace: float = Field(default=20.0, ge=0)
     sweep_interval: float = Field(default=30.0, gt=0)
 
 

@@ -54,6 +54,7 @@ class Placement:
 ONE_ROOM = Load(rooms=1, peers=1, tracks=1).score()
 
 OwnerLost = Callable[[Placement], Awaitable[None]]
+NodeLost = Callable[[NodeInfo], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,15 @@ class Registry(Protocol):
     async def set_state(self, state: State) -> None: ...
 
     def on_owner_lost(self, callback: OwnerLost) -> None: ...
+
+    def on_node_lost(self, callback: NodeLost) -> None:
+        """Told when a node's key is gone (its lease expired or it left)."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """False while the registry's engine cannot be reached."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -124,6 +134,13 @@ class MemoryRegistry:
     def on_owner_lost(self, callback: OwnerLost) -> None:
         self._lost.append(callback)
 
+    def on_node_lost(self, callback: NodeLost) -> None:
+        return None  # the one node is this process
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
     async def close(self) -> None:
         self._owners.clear()
 
@@ -147,6 +164,7 @@ class EtcdRegistry:
         self._nodes: dict[str, NodeInfo] = {}
         self._owners: dict[str, Placement] = {}
         self._lost: list[OwnerLost] = []
+        self._nodes_lost: list[NodeLost] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_id = 0
         self._placed: dict[str, list[float]] = {}  # sfuid -> when we placed rooms there
@@ -236,8 +254,11 @@ class EtcdRegistry:
         for kv in result:
             self._apply_put(kv.key.decode(), kv.value, kv.create_revision, nodes, owners)
         gone = [p for rid, p in self._owners.items() if owners.get(rid) != p]
+        gone_nodes = [n for node_id, n in self._nodes.items() if node_id not in nodes]
         self._nodes, self._owners = nodes, owners
         self.synced.set()
+        for node in gone_nodes:
+            await self._tell_node_lost(node)
         for placement in gone:
             await self._tell_lost(placement)
         return int(result.header.revision)
@@ -296,8 +317,10 @@ class EtcdRegistry:
             return
         if key.startswith(NODES):
             node_id = key.rsplit("/", 1)[1]
-            self._nodes.pop(node_id, None)
+            node = self._nodes.pop(node_id, None)
             log.info("node-gone", id=node_id)
+            if node is not None:
+                await self._tell_node_lost(node)
         elif key.startswith(ROOMS) and key.endswith("/owner"):
             rid = key[len(ROOMS) : -len("/owner")]
             placement = self._owners.pop(rid, None)
@@ -312,8 +335,22 @@ class EtcdRegistry:
             except Exception:
                 log.exception("owner-lost-callback-failed", rid=placement.rid)
 
+    async def _tell_node_lost(self, node: NodeInfo) -> None:
+        for callback in self._nodes_lost:
+            try:
+                await callback(node)
+            except Exception:
+                log.exception("node-lost-callback-failed", id=node.id)
+
     def on_owner_lost(self, callback: OwnerLost) -> None:
         self._lost.append(callback)
+
+    def on_node_lost(self, callback: NodeLost) -> None:
+        self._nodes_lost.append(callback)
+
+    @property
+    def healthy(self) -> bool:
+        return self.synced.is_set()
 
     # --- reads --------------------------------------------------------------------------
 

@@ -46,6 +46,9 @@ class ClusterSfu:
         while True:
             for node in self.registry.nodes("sfu"):
                 self.client(node.id)
+            for sfuid in [s for s in self.clients if self.registry.node(s) is None]:
+                log.info("sfu-node-client-closed", sfuid=sfuid)  # its key is gone
+                await self.clients.pop(sfuid).close()
             await asyncio.sleep(0.5)
 
     def serves(self, sfuid: str) -> bool:

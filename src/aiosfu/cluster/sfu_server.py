@@ -204,7 +204,14 @@ class SfuServicer(sfu_pb2_grpc.SfuServicer):
 
 async def start_server(sfu: Sfu, address: str) -> tuple[grpc.aio.Server, SfuServicer, int]:
     """Serve `sfu` on `address` ("127.0.0.1:0" picks a port); returns the bound port too."""
-    server = grpc.aio.server()
+    # Signal nodes ping every 2 s to find a dead node on an idle channel: allow it.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    )
     servicer = SfuServicer(sfu)
     sfu_pb2_grpc.add_SfuServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(address)

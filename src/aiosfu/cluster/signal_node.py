@@ -76,7 +76,10 @@ def build_signal_app(config: Config) -> web.Application:
     async def on_startup(app: web.Application) -> None:
         await registry.start()
         bus = await NatsBus.connect(settings.nats, name=config.signal_id)
-        sync = RoomSync(service, store, bus, registry, refresh_every=settings.state_ttl / 3)
+        sync = RoomSync(
+            service, store, bus, registry,
+            refresh_every=settings.state_ttl / 3, peer_grace=settings.peer_grace,
+        )  # fmt: skip
         sync.start()
         sfu.start()
         parts.update(bus=bus, sync=sync, sweeper=asyncio.ensure_future(sweep_forever()))

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiosfu.cluster.bus import Bus, Subscription, room_subject
 from aiosfu.cluster.errors import ClusterError
+from aiosfu.cluster.nodes import NodeInfo
 from aiosfu.cluster.registry import Placement, Registry
 from aiosfu.cluster.store import Store
 from aiosfu.contract import CodedError, ErrorCode
@@ -37,6 +38,9 @@ log = get_logger("aiosfu.cluster.sync")
 # Extension notification: the publication's SFU node is gone; publish it again (the room
 # has been or will be placed on another node).
 REPUBLISH = "republish"
+# Extension notification after that stream's `stream-remove`: it ended because its SFU
+# node is gone, so its publisher will publish again (subscribers may resubscribe).
+STREAM_LOST = "stream-lost"
 
 
 def _pub_info(pub: Publication) -> dict[str, Any]:
@@ -52,6 +56,7 @@ class RoomSync:
         bus: Bus,
         registry: Registry,
         refresh_every: float = 10.0,
+        peer_grace: float = 20.0,
     ) -> None:
         self.service = service
         self.store = store
@@ -59,6 +64,7 @@ class RoomSync:
         self.registry = registry
         self.me = service.signal_id
         self.refresh_every = refresh_every
+        self.peer_grace = peer_grace
         self._subscriptions: dict[str, Subscription] = {}
         self._attaching: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,6 +77,7 @@ class RoomSync:
         service.register("broadcast", BroadcastData, self._broadcast)
         service.departure_listeners.append(self._departed)
         registry.on_owner_lost(self._owner_lost)
+        registry.on_node_lost(self._node_lost)
         service.stat_sources["cluster"] = self.stats
 
     def start(self) -> None:
@@ -155,6 +162,8 @@ class RoomSync:
     def _require_engines(self) -> None:
         if not self.bus.connected:
             raise ClusterError(ErrorCode.CLUSTER_UNAVAILABLE, "the bus (NATS) is unreachable")
+        if not self.registry.healthy:
+            raise ClusterError(ErrorCode.CLUSTER_UNAVAILABLE, "the registry (etcd) is unreachable")
 
     async def _join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
         self._require_engines()
@@ -268,11 +277,17 @@ class RoomSync:
         if room is None:
             return
         lost = [p for p in room.publications.values() if p.sfuid == placement.sfuid]
-        ours = [p.mid for p in lost if room.members[p.uid].signalid == self.me]
+        ours = [
+            p.mid
+            for p in lost
+            if (m := room.members.get(p.uid)) is not None and m.signalid == self.me
+        ]
         for pub in lost:
             room.remove_publication(pub.mid)
             info = {"rid": pub.rid, "uid": pub.uid, "mid": pub.mid}
             self.service.notify_many(room.members, "stream-remove", info, exclude=pub.uid)
+            lost_info = {**info, "sfuid": pub.sfuid}
+            self.service.notify_many(room.members, STREAM_LOST, lost_info, exclude=pub.uid)
         for pub in lost:
             if pub.mid in ours:
                 info = {"rid": pub.rid, "mid": pub.mid, "sfuid": pub.sfuid, "reason": "sfu-lost"}
@@ -280,6 +295,40 @@ class RoomSync:
         with contextlib.suppress(ClusterError):
             await self.store.remove_publications(placement.rid, ours)
         log.info("room-owner-lost", rid=placement.rid, sfuid=placement.sfuid, streams=len(lost))
+
+    # --- a signal node gone ---------------------------------------------------------------
+
+    async def _node_lost(self, node: NodeInfo) -> None:
+        """Its members leave our view now; their streams end on the SFU node after the
+        grace period unless they came back (joined again through another signal node)."""
+        if node.kind != "signal" or node.id == self.me:
+            return
+        for room in self.service.rooms:
+            orphans = [m for m in room.members.values() if m.signalid == node.id]
+            for member in orphans:
+                departure = self.service.rooms.leave(room.rid, member.uid)
+                mids = [p.mid for p in departure.publications]
+                for pub in departure.publications:
+                    if pub.has_media:
+                        info = {"rid": room.rid, "uid": pub.uid, "mid": pub.mid}
+                        self.service.notify_many(room.members, "stream-remove", info)
+                info = {"rid": room.rid, "uid": member.uid}
+                self.service.notify_many(departure.told, "peer-leave", info)
+                with contextlib.suppress(ClusterError):
+                    await self.store.remove_member(room.rid, member.uid, mids)
+                self._spawn(self._end_after_grace(room.rid, member.uid))
+            if orphans:
+                log.info("signal-node-lost", id=node.id, rid=room.rid, members=len(orphans))
+
+    async def _end_after_grace(self, rid: str, uid: str) -> None:
+        await asyncio.sleep(self.peer_grace)
+        room = self.service.rooms.get(rid)
+        if room is not None and uid in room.members:
+            return  # back through another signal node
+        try:
+            await self.service.sfu.close_peer(rid, uid)
+        except CodedError as exc:
+            log.warning("orphan-close-failed", rid=rid, uid=uid, code=exc.code)
 
     # --- upkeep ---------------------------------------------------------------------------
 
