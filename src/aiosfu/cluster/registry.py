@@ -156,8 +156,17 @@ class EtcdRegistry:
         """`me` None: discover only (a tool); else register and keep the lease alive."""
         parts = urlsplit(url if "://" in url else f"http://{url}")
         self.timing = timing or Timing()
+        # gRPC's reconnect backoff grows to minutes by default: after a long etcd outage
+        # the registry would stay blind well after etcd is back.
         self.client = aetcd.Client(
-            parts.hostname or "127.0.0.1", parts.port or 2379, timeout=self.timing.call_timeout
+            parts.hostname or "127.0.0.1",
+            parts.port or 2379,
+            timeout=self.timing.call_timeout,
+            options={
+                "grpc.initial_reconnect_backoff_ms": 200,
+                "grpc.min_reconnect_backoff_ms": 200,
+                "grpc.max_reconnect_backoff_ms": 1000,
+            },
         )
         self.me = me
         self._load = load
