@@ -137,4 +137,42 @@ async def wait_for_discovery_of(cluster: Cluster, sfus: int) -> None:
             await asyncio.sleep(0.1)
 
 
-_ = signal
+async def test_a_draining_sfu_node_keeps_its_rooms_takes_no_new_ones_then_exits(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    one, two = cluster.signals
+    await wait_for_discovery_of(cluster, 2)
+    teacher = await connect(clients, one.ws_url, "drain-teacher")
+    student = await connect(clients, two.ws_url, "drain-student")
+    await teacher.join("draining")
+    await student.join("draining")
+    publication = await teacher.publish("draining", [PatternTrack(160, 120)])
+    added = await student.signaling.wait_for("stream-add", timeout=5)
+    subscription = await student.subscribe("draining", added["mid"], added["sfuid"], ("video",))
+    counter = await watch_frames(subscription, 10, 15)
+    node = sfu_named(cluster, publication.sfuid)
+
+    node.signal(signal.SIGTERM)
+    states = {}
+    for _ in range(50):
+        states = (await signal_stats(one.http_url))["signal"]["cluster"]["sfu_states"]
+        if states.get(node.name) == "draining":
+            break
+        await asyncio.sleep(0.1)
+    assert states.get(node.name) == "draining", states
+    for i in range(4):  # new rooms go elsewhere
+        peer = await connect(clients, (one, two)[i % 2].ws_url, f"drain-new-{i}")
+        await peer.join(f"after-drain-{i}")
+        placed = await peer.publish(f"after-drain-{i}", [PatternTrack(160, 120)])
+        assert placed.sfuid != node.name
+    before = counter.frames
+    await asyncio.sleep(2)
+    assert counter.frames > before + 20  # the live room is kept
+    assert node.proc is not None and node.proc.poll() is None
+    await counter.stop()
+    await student.unsubscribe(subscription)
+    await teacher.unpublish(publication)
+    emptied = time.monotonic()
+    await wait_for(lambda: node.proc.poll() is not None, 10)
+    print(f"\ndrain: exited {time.monotonic() - emptied:.2f} s after its last room emptied")
+    assert node.proc.returncode == 0, node.log()[-2000:]

@@ -346,5 +346,6 @@ class RoomSync:
             "signalid": self.me,
             "sfu_nodes": sorted(n.id for n in self.registry.nodes("sfu")),
             "sfu_loads": {n.id: asdict(n.load) for n in self.registry.nodes("sfu")},
+            "sfu_states": {n.id: n.state for n in self.registry.nodes("sfu")},
             "followed_rooms": sorted(self._subscriptions),
         }
