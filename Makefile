@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # can leave the machine.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-.PHONY: install system-deps run test lint bench bench-deps clean proto
+.PHONY: install system-deps run cluster test lint bench bench-deps clean proto
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ install: system-deps $(BIN)/aiosfu
 
 run: install
 	$(BIN)/aiosfu serve --host $(HOST) --port $(PORT)
+
+# etcd, NATS, Redis, two SFU nodes and two signal nodes on this machine (docs/cluster.md).
+cluster: install
+	$(BIN)/aiosfu cluster up --port $(PORT)
 
 test: install
 	$(BIN)/ruff check src tests bench

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiosfu.cluster.up import etcd_command, nats_command, redis_command
 from tests.conftest import free_port
 
 
@@ -68,47 +69,21 @@ def etcd(directory: Path) -> Engine:
         raise RuntimeError("etcd is not installed: run make install")
     directory.mkdir(parents=True, exist_ok=True)
     port, peer = free_port(), free_port()
-    url, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
-
-    def command() -> list[str]:
-        return [
-            "etcd",
-            "--name=test",
-            f"--data-dir={directory / 'data'}",
-            f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=test={peer_url}",
-            "--log-level=warn",
-        ]
-
-    return Engine("etcd", port, directory, command, extra_ports=[peer])
+    return Engine(
+        "etcd", port, directory, lambda: etcd_command(directory, port, peer), extra_ports=[peer]
+    )
 
 
 def nats(directory: Path) -> Engine:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    return Engine(
-        "nats", port, directory, lambda: ["nats-server", "-a", "127.0.0.1", "-p", str(port)]
-    )
+    return Engine("nats", port, directory, lambda: nats_command(port))
 
 
 def redis(directory: Path) -> Engine:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-
-    def command() -> list[str]:
-        return [
-            "redis-server",
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(directory),
-        ]  # fmt: skip
-
-    return Engine("redis", port, directory, command)
+    return Engine("redis", port, directory, lambda: redis_command(directory, port))
 
 
 @dataclass

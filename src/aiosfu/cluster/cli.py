@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +45,13 @@ def _sfu(args: argparse.Namespace) -> None:
     asyncio.run(run_sfu_node(config))
 
 
+def _up(args: argparse.Namespace) -> None:
+    from aiosfu.cluster.up import up
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    up(base_port=args.port)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (see config.sample.toml)")
     parser.add_argument("--id", help="this node's id, unique in the cluster")
@@ -76,3 +84,11 @@ def add_cluster_parsers(commands: Any) -> None:
         help="seconds a draining node keeps its rooms before it exits",
     )  # fmt: skip
     sfu.set_defaults(func=_sfu)
+
+    cluster = commands.add_parser("cluster", help="a whole cluster on this machine")
+    actions = cluster.add_subparsers(dest="action", required=True)
+    up = actions.add_parser(
+        "up", help="start etcd, NATS, Redis, two SFU and two signal nodes; Ctrl-C stops them"
+    )
+    up.add_argument("--port", type=int, default=8080, help="first signal node's HTTP port")
+    up.set_defaults(func=_up)
