@@ -164,7 +164,6 @@ class EtcdRegistry:
             timeout=self.timing.call_timeout,
             options={
                 "grpc.initial_reconnect_backoff_ms": 200,
-                "grpc.min_reconnect_backoff_ms": 200,
                 "grpc.max_reconnect_backoff_ms": 1000,
             },
         )
