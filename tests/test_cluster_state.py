@@ -139,8 +139,13 @@ async def test_room_events_and_relay_across_two_nodes(tmp_path: Path) -> None:
         engine.start()
         await wait_for(lambda: one.connected and two.connected, 15)
         heard.clear()
-        await one.publish(room_subject("math"), event)  # subscriptions came back by themselves
-        await wait_for(lambda: heard, 5)
+
+        async def heard_again() -> bool:  # two's subscription comes back by itself
+            await one.publish(room_subject("math"), event)
+            await asyncio.sleep(0.2)
+            return bool(heard)
+
+        await wait_for(heard_again, 10)
     finally:
         await one.close()
         await two.close()
