@@ -65,6 +65,7 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.cluster --json bench/results/cluster.json
 
 # The cluster's gRPC service (docs/cluster.md): regenerate after editing sfu.proto.
 proto: install

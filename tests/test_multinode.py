@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from aiosfu.client import Client
+from aiosfu.client.signaling import SignalingError
 from tests.cluster import Cluster, start_cluster
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
@@ -157,3 +158,34 @@ async def test_one_room_one_sfu_node_when_both_signal_nodes_race(
             a.publish(rid, [PatternTrack(160, 120)]), b.publish(rid, [PatternTrack(160, 120)])
         )
         assert pa.sfuid == pb.sfuid, f"race {race}: {pa.sfuid} and {pb.sfuid}"
+
+
+OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
+
+
+async def test_a_mesh_room_relays_between_signal_nodes(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    one, two = cluster.signals
+    alice = await connect(clients, one.ws_url, "mesh-alice")
+    bob = await connect(clients, two.ws_url, "mesh-bob")
+    first = await alice.join("mesh", mode="p2p")
+    assert first["mode"] == "p2p"
+    joined = await bob.join("mesh", mode="p2p")  # the room's mode is known on node 2 too
+    assert joined["mode"] == "p2p" and [u["uid"] for u in joined["users"]] == ["mesh-alice"]
+    await alice.request("offer", {"rid": "mesh", "to": "mesh-bob", "jsep": OFFER})
+    offer = await bob.signaling.wait_for("offer", timeout=5)
+    assert offer == {"from": "mesh-alice", "jsep": OFFER, "rid": "mesh"}
+    answer = {"type": "answer", "sdp": OFFER["sdp"]}
+    await bob.request("answer", {"rid": "mesh", "to": "mesh-alice", "jsep": answer})
+    assert (await alice.signaling.wait_for("answer", timeout=5))["from"] == "mesh-bob"
+    candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0",
+                 "sdpMLineIndex": 0}  # fmt: skip
+    await bob.request("candidate", {"rid": "mesh", "to": "mesh-alice", "candidate": candidate})
+    heard = await alice.signaling.wait_for("candidate", timeout=5)
+    assert heard["from"] == "mesh-bob" and heard["candidate"]["candidate"] == candidate["candidate"]
+    with pytest.raises(SignalingError) as refused:  # no offer from carol: refused as on one node
+        carol = await connect(clients, two.ws_url, "mesh-carol")
+        await carol.join("mesh", mode="p2p")
+        await carol.request("answer", {"rid": "mesh", "to": "mesh-alice", "jsep": answer})
+    assert refused.value.code == "no-connection"

@@ -18,6 +18,7 @@ from aiosfu.cluster.bus import NatsBus
 from aiosfu.cluster.errors import ClusterError
 from aiosfu.cluster.nodes import CpuMeter, Load, NodeInfo
 from aiosfu.cluster.registry import EtcdRegistry
+from aiosfu.cluster.relay import ClusterRelay
 from aiosfu.cluster.router import ClusterSfu
 from aiosfu.cluster.store import RedisStore
 from aiosfu.cluster.sync import RoomSync
@@ -25,6 +26,7 @@ from aiosfu.config import Config
 from aiosfu.log import get_logger
 from aiosfu.room import Rooms
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
+from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 
 log = get_logger("aiosfu.cluster.signal_node")
@@ -56,6 +58,7 @@ def build_signal_app(config: Config) -> web.Application:
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
     )
     service.serves_sfu = sfu.serves
+    relay = P2PRelay(service)
     service_box.append(service)
     store = RedisStore(settings.redis, ttl=settings.state_ttl)
     app = web.Application()
@@ -81,6 +84,7 @@ def build_signal_app(config: Config) -> web.Application:
             refresh_every=settings.state_ttl / 3, peer_grace=settings.peer_grace,
         )  # fmt: skip
         sync.start()
+        await ClusterRelay(service, relay, bus).start()
         sfu.start()
         parts.update(bus=bus, sync=sync, sweeper=asyncio.ensure_future(sweep_forever()))
         log.info("signal-node-serving", id=config.signal_id, ws=ws, etcd=settings.etcd,

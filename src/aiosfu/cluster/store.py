@@ -6,6 +6,7 @@ Redis keeps one hash per room and kind, so `join` answers with the whole cluster
 
 - `aiosfu:room:<rid>:members`: uid -> `{"uid", "signalid", "bizid"}`
 - `aiosfu:room:<rid>:pubs`: mid -> `{"mid", "uid", "rid", "sfuid", "minfo"}`
+- `aiosfu:room:<rid>:meta`: `mode` and `capacity`, as the room's first joiner chose them
 - `aiosfu:rooms`: a set of the rids that have state, read by the sweeper only
 
 Each room hash expires `ttl` seconds after the last refresh; every signal node with a
@@ -43,10 +44,22 @@ def pubs_key(rid: str) -> str:
     return f"aiosfu:room:{rid}:pubs"
 
 
+def meta_key(rid: str) -> str:
+    return f"aiosfu:room:{rid}:meta"
+
+
 class Store(Protocol):
     async def load_room(self, rid: str) -> tuple[list[Member], list[Publication]]: ...
 
     async def add_member(self, rid: str, member: Member) -> None: ...
+
+    async def room_mode(self, rid: str) -> tuple[str, int] | None:
+        """The mode and capacity the room's first joiner chose, if anyone did."""
+        ...
+
+    async def set_room_mode(self, rid: str, mode: str, capacity: int) -> None:
+        """Kept only if none is set yet: the first joiner's choice stands."""
+        ...
 
     async def remove_member(self, rid: str, uid: str, mids: Iterable[str]) -> None:
         """The member and its publications (`mids`) leave the room."""
@@ -101,7 +114,22 @@ class RedisStore:
         return members, pubs
 
     def _expire(self, rid: str) -> list[tuple[Any, ...]]:
-        return [("expire", members_key(rid), self.ttl), ("expire", pubs_key(rid), self.ttl)]
+        return [
+            ("expire", members_key(rid), self.ttl),
+            ("expire", pubs_key(rid), self.ttl),
+            ("expire", meta_key(rid), self.ttl),
+        ]
+
+    async def room_mode(self, rid: str) -> tuple[str, int] | None:
+        (meta,) = await self._run(("hgetall", meta_key(rid)))
+        return (meta["mode"], int(meta["capacity"])) if meta.get("mode") else None
+
+    async def set_room_mode(self, rid: str, mode: str, capacity: int) -> None:
+        await self._run(
+            ("hsetnx", meta_key(rid), "mode", mode),
+            ("hsetnx", meta_key(rid), "capacity", capacity),
+            ("expire", meta_key(rid), self.ttl),
+        )
 
     async def add_member(self, rid: str, member: Member) -> None:
         await self._run(
@@ -147,7 +175,9 @@ class RedisStore:
             return []
         live = await self._run(*[("exists", members_key(rid)) for rid in gone])
         dropped = [rid for rid, alive in zip(gone, live, strict=True) if not alive]
-        commands: list[tuple[Any, ...]] = [("delete", pubs_key(rid)) for rid in dropped]
+        commands: list[tuple[Any, ...]] = [
+            ("delete", key(rid)) for rid in dropped for key in (pubs_key, meta_key)
+        ]
         if dropped:
             commands.append(("srem", ROOMS_KEY, *dropped))
             await self._run(*commands)
@@ -164,6 +194,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.members: dict[str, dict[str, Member]] = {}
         self.pubs: dict[str, dict[str, Publication]] = {}
+        self.modes: dict[str, tuple[str, int]] = {}
 
     async def load_room(self, rid: str) -> tuple[list[Member], list[Publication]]:
         return list(self.members.get(rid, {}).values()), list(self.pubs.get(rid, {}).values())
@@ -174,6 +205,12 @@ class MemoryStore:
     async def remove_member(self, rid: str, uid: str, mids: Iterable[str]) -> None:
         self.members.get(rid, {}).pop(uid, None)
         await self.remove_publications(rid, mids)
+
+    async def room_mode(self, rid: str) -> tuple[str, int] | None:
+        return self.modes.get(rid)
+
+    async def set_room_mode(self, rid: str, mode: str, capacity: int) -> None:
+        self.modes.setdefault(rid, (mode, capacity))
 
     async def add_publication(self, pub: Publication) -> None:
         self.pubs.setdefault(pub.rid, {})[pub.mid] = pub

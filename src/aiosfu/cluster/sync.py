@@ -67,6 +67,7 @@ class RoomSync:
         self.peer_grace = peer_grace
         self._subscriptions: dict[str, Subscription] = {}
         self._attaching: dict[str, asyncio.Lock] = {}
+        self._mode_of: dict[str, tuple[str, int]] = {}  # rid -> (mode, capacity), from Redis
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresh: asyncio.Task[None] | None = None
         originals = {m: h for m, (_, h) in service.handlers.items()}
@@ -113,6 +114,8 @@ class RoomSync:
         async with lock:
             if rid in self._subscriptions:
                 return
+            if self.service.rooms.get(rid) is None:
+                self._mode_of.pop(rid, None)
             subscription = await self.bus.subscribe(room_subject(rid), self._on_event)
             try:
                 members, pubs = await self.store.load_room(rid)
@@ -120,6 +123,8 @@ class RoomSync:
                 await subscription.unsubscribe()
                 raise
             self._subscriptions[rid] = subscription
+            if self.service.rooms.get(rid) is None and (mode := await self._mode(rid)):
+                self._mode_of[rid] = mode
             for member in members:
                 if member.signalid != self.me:
                     self._mirror_member(rid, member)
@@ -147,11 +152,22 @@ class RoomSync:
                     self.service.rooms.leave(rid, uid)
         log.info("room-detached", rid=rid)
 
+    async def _mode(self, rid: str) -> tuple[str, int] | None:
+        try:
+            return await self.store.room_mode(rid)
+        except ClusterError:
+            return None
+
     def _mirror_member(self, rid: str, member: Member) -> Room | None:
         room = self.service.rooms.get(rid)
         if room is not None and member.uid in room.members:
             return None
         try:
+            if room is None and (mode := self._mode_of.get(rid)) is not None:
+                chosen, capacity = mode  # the room as its first joiner made it
+                return self.service.rooms.join(
+                    rid, member, "p2p" if chosen == "p2p" else "sfu", capacity or None
+                )
             return self.service.rooms.join(rid, member)
         except RoomError as exc:  # full here means full cluster-wide: the other node decides
             log.warning("mirror-refused", rid=rid, uid=member.uid, code=exc.code)
@@ -177,6 +193,11 @@ class RoomSync:
             if room is None or session.uid not in room.members:
                 await self.store.remove_member(data.rid, session.uid, [])
             raise
+        room = self.service.rooms.get(data.rid)
+        if room is not None:
+            self._mode_of[data.rid] = (room.mode, room.capacity)
+            with contextlib.suppress(ClusterError):
+                await self.store.set_room_mode(data.rid, room.mode, room.capacity)
         info = {"rid": data.rid, "uid": session.uid, "bizid": data.bizid}
         await self._send(data.rid, "peer-join", info, member=asdict(member))
         return response
