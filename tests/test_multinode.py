@@ -173,6 +173,7 @@ async def test_a_mesh_room_relays_between_signal_nodes(
     assert first["mode"] == "p2p"
     joined = await bob.join("mesh", mode="p2p")  # the room's mode is known on node 2 too
     assert joined["mode"] == "p2p" and [u["uid"] for u in joined["users"]] == ["mesh-alice"]
+    await alice.signaling.wait_for("peer-join", lambda d: d["uid"] == "mesh-bob", timeout=5)
     await alice.request("offer", {"rid": "mesh", "to": "mesh-bob", "jsep": OFFER})
     offer = await bob.signaling.wait_for("offer", timeout=5)
     assert offer == {"from": "mesh-alice", "jsep": OFFER, "rid": "mesh"}

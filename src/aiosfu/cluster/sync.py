@@ -281,7 +281,11 @@ class RoomSync:
             pub = Publication(**message["pub"])
             if pub.uid in room.members and pub.mid not in room.publications:
                 room.add_publication(pub)
-                room.promote(pub.uid)
+                # Audience mode: a publisher is known to everyone; our members who had not
+                # been told of it hear it arrive (its own node tells it of them).
+                untold = room.promote(pub.uid)
+                info = {"rid": rid, "uid": pub.uid, "bizid": room.members[pub.uid].bizid}
+                self.service.notify_many(untold, "peer-join", info)
                 self.service.notify_many(room.members, method, data, exclude=pub.uid)
         elif method == "stream-remove":
             if data["mid"] in room.publications:
