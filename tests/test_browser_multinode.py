@@ -81,3 +81,41 @@ async def test_chromium_subscriber_on_another_signal_node_decodes_the_camera(
     print(f"\ncross-node Chromium: {latest['framesDecoded']} frames at {WIDTH}x{HEIGHT}, "
           f"{latest['now'] - latest['answerAt']:.0f} ms after the answer")  # fmt: skip
     assert_no_page_errors(alice, bob)
+
+
+async def test_chromium_publishes_again_when_its_sfu_node_is_killed(
+    cluster: Cluster, browser: Browser
+) -> None:
+    one, two = cluster.signals
+    alice = await open_demo(browser, one.http_url, "alice", "room=x2&name=alice&autojoin=1")
+    first = (
+        await alice.wait_demo(
+            lambda d: d.get("state") == "joined" and d.get("localMid"), "publish camera"
+        )
+    )["localMid"]
+    bob = await open_demo(browser, two.http_url, "bob", "room=x2&name=bob&autojoin=1&publish=0")
+    await bob.wait_demo(
+        lambda d: any(s["mid"] == first for s in d["subscriptions"]), "subscribe to alice"
+    )
+    stats = await bob.video_stats()
+    sfuid = next(s for s in (await bob.demo())["subscriptions"] if s["mid"] == first)["sfuid"]
+    node = next(n for n in cluster.sfus if n.name == sfuid)
+    node.kill()
+    republished = await alice.wait_demo(
+        lambda d: d.get("localMid") not in (None, first), "publish again by itself", within=15
+    )
+    second = republished["localMid"]
+    await bob.wait_demo(
+        lambda d: [s["mid"] for s in d["subscriptions"]] == [second],
+        "drop the lost stream and subscribe to the new one",
+        within=10,
+    )
+
+    async def decoding() -> bool:
+        sample = await bob.video_stats()
+        stat = next((s for s in sample["stats"] if s["mid"] == second), None)
+        return bool(stat and stat["framesDecoded"] >= 30 and stat["frameWidth"] == WIDTH)
+
+    await wait_for(decoding, timeout=15, interval=0.2)
+    assert stats  # bob had been decoding the first stream
+    assert_no_page_errors(alice, bob)

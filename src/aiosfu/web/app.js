@@ -98,6 +98,10 @@ async function join(rid, uid, withMedia) {
   c.on("peer-leave", ({ uid: who }) => removeParticipant(who));
   c.on("stream-add", (pub) => subscribeTo(pub));
   c.on("stream-remove", ({ mid }) => dropSubscription(mid));
+  // Cluster mode: the SDK published our camera again on another SFU node.
+  c.on("republished", ({ oldMid, publication }) => {
+    if (demo.localMid === oldMid) demo.localMid = publication.mid;
+  });
   c.on("broadcast", ({ uid: who, data }) => {
     if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
   });
