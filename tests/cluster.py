@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +16,8 @@ from pathlib import Path
 from tests.conftest import ROOT, free_port
 from tests.engines import Engines, start_engines, stop_engines
 
+PEER_GRACE = 3.0
+
 
 @dataclass
 class Node:
@@ -22,6 +26,7 @@ class Node:
     port: int  # the port it is ready on (gRPC or HTTP)
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def ws_url(self) -> str:
@@ -35,7 +40,7 @@ class Node:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aiosfu", *self.args], stdout=log, stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=ROOT, env={**os.environ, **self.env},
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + timeout
@@ -95,7 +100,9 @@ class Cluster:
             "signal", "--id", name, "--port", str(port), "--etcd", self.engines.etcd_url,
             "--nats", self.engines.nats_url, "--redis", self.engines.redis_url,
         ]  # fmt: skip
-        node = Node(name, args, port, self.directory / f"{name}.log")
+        # A short grace before a lost signal node's streams end, so a test can watch it.
+        env = {"AIOSFU_SIGNAL_NODE": json.dumps({"peer_grace": PEER_GRACE})}
+        node = Node(name, args, port, self.directory / f"{name}.log", env=env)
         node.start()
         self.signals.append(node)
         return node

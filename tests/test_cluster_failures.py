@@ -12,7 +12,7 @@ import pytest
 
 from aiosfu.client import Client
 from aiosfu.client.recovery import Recovery
-from tests.cluster import Cluster, Node, start_cluster
+from tests.cluster import PEER_GRACE, Cluster, Node, start_cluster
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
 from tests.test_multinode import signal_stats, wait_for_discovery
@@ -42,6 +42,10 @@ async def connect(clients: list[Client], url: str, uid: str) -> Client:
     client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
     clients.append(client)
     return client
+
+
+async def not_(predicate) -> bool:
+    return not await predicate()
 
 
 def sfu_named(cluster: Cluster, name: str) -> Node:
@@ -122,6 +126,17 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     assert left == {"rid": "crash", "uid": "leaving"}
     print(f"\nsignal-kill: peer-leave after {took:.2f} s (lease TTL {LEASE_TTL:.0f} s)")
     assert took < LEASE_TTL + 1.5
+
+    async def on_sfu() -> bool:
+        nodes = (await signal_stats(two.http_url))["sfu"]["nodes"]
+        return any(publication.mid in n.get("publications", {}) for n in nodes.values())
+
+    assert await on_sfu()  # kept during the grace period: the peer may come back
+    await wait_for(lambda: not_(on_sfu), PEER_GRACE + 5)
+    ended = time.monotonic() - killed
+    print(f"signal-kill: stream ended on the SFU node {ended:.2f} s after the kill "
+          f"(grace {PEER_GRACE:.0f} s)")  # fmt: skip
+    assert ended - took >= PEER_GRACE - 0.5  # not before the grace period ran out
     late = await connect(clients, two.ws_url, "late")
     assert {u["uid"] for u in (await late.join("crash"))["users"]} == {"staying"}
     cluster.signals.remove(one)
