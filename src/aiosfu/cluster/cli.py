@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from typing import Any
 
 from aiohttp import web
@@ -48,7 +47,6 @@ def _sfu(args: argparse.Namespace) -> None:
 def _up(args: argparse.Namespace) -> None:
     from aiosfu.cluster.up import up
 
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     up(base_port=args.port)
 
 

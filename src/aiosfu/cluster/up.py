@@ -94,7 +94,9 @@ def up(base_port: int = 8080, signals: int = 2, sfus: int = 2) -> None:
         for i in range(signals):
             print(f"  http://127.0.0.1:{base_port + i}/", flush=True)
         print("Ctrl-C stops them all.", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
