@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
@@ -145,19 +146,38 @@ async def test_rooms_spread_over_both_sfu_nodes(cluster: Cluster, clients: list[
     assert placed == {"sfu-1", "sfu-2"}, loads
 
 
-async def test_one_room_one_sfu_node_when_both_signal_nodes_race(
+async def canned_offer() -> str:
+    """One real aiortc offer, reused: placement happens on publish, not on ICE."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(PatternTrack(160, 120))
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def test_fifty_races_for_a_new_room_from_both_signal_nodes_end_with_one_owner(
     cluster: Cluster, clients: list[Client]
 ) -> None:
     one, two = cluster.signals
-    for race in range(5):
-        rid = f"race-{race}"
-        a = await connect(clients, one.ws_url, f"race-a{race}")
-        b = await connect(clients, two.ws_url, f"race-b{race}")
+    sdp = await canned_offer()
+    minfo = {"audio": False, "video": True, "audiotype": 0, "videotype": 0}
+
+    async def race(n: int) -> tuple[str, str]:
+        rid = f"race-{n}"
+        a = await connect(clients, one.ws_url, f"race-a{n}")
+        b = await connect(clients, two.ws_url, f"race-b{n}")
         await asyncio.gather(a.join(rid), b.join(rid))
-        pa, pb = await asyncio.gather(
-            a.publish(rid, [PatternTrack(160, 120)]), b.publish(rid, [PatternTrack(160, 120)])
-        )
-        assert pa.sfuid == pb.sfuid, f"race {race}: {pa.sfuid} and {pb.sfuid}"
+        publish = {"rid": rid, "jsep": {"type": "offer", "sdp": sdp}, "minfo": minfo}
+        ra, rb = await asyncio.gather(a.request("publish", publish), b.request("publish", publish))
+        return ra["sfuid"], rb["sfuid"]
+
+    results = []
+    for batch in range(0, 50, 10):  # ten rooms raced at once, from both signal nodes
+        results += await asyncio.gather(*(race(n) for n in range(batch, batch + 10)))
+    split = [(n, r) for n, r in enumerate(results) if r[0] != r[1]]
+    assert not split, f"rooms placed on two SFU nodes: {split}"
+    assert {r[0] for r in results} == {"sfu-1", "sfu-2"}
 
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
