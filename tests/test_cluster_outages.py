@@ -83,6 +83,8 @@ async def test_an_engine_outage_never_ends_a_live_class(
 
     getattr(cluster.engines, engine).start()
     restarted = time.monotonic()
+    # A fresh peer: the first one, in no room for 30 s, was dropped as silent (keepalive).
+    newcomer = await connect(clients, two.ws_url, f"returning-{engine}")
     joined = None
     while joined is None and time.monotonic() - restarted < 10:
         try:
