@@ -18,7 +18,7 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
-.PHONY: install system-deps run test lint fuzz bench bench-callgrind bench-deps bench-storm clean
+.PHONY: install system-deps run cluster test lint fuzz bench bench-callgrind bench-deps bench-storm clean proto
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,9 @@ system-deps:
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || \
 			missing="$$missing $$pkg"; \
 	done; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v nats-server >/dev/null 2>&1 || missing="$$missing nats-server"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -54,6 +57,10 @@ install: system-deps $(BIN)/aiosfu node_modules/.package-lock.json
 
 run: install
 	$(BIN)/aiosfu serve --host $(HOST) --port $(PORT)
+
+# etcd, NATS, Redis, two SFU nodes and two signal nodes on this machine (docs/cluster.md).
+cluster: install
+	$(BIN)/aiosfu cluster up --port $(PORT)
 
 test: install
 	$(BIN)/ruff check src tests bench fuzz
@@ -88,6 +95,7 @@ bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.cluster --json bench/results/cluster.json
 
 # Instructions per forwarded packet (valgrind), the figure that does not drift.
 bench-callgrind: bench-deps
@@ -96,6 +104,11 @@ bench-callgrind: bench-deps
 # Large rooms only: join storms and a subscribe storm (bench/storm.py, about 3 minutes).
 bench-storm: bench-deps
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
+
+# The cluster's gRPC service (docs/cluster.md): regenerate after editing sfu.proto.
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src \
+		--pyi_out=src src/aiosfu/cluster/proto/sfu.proto
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts .pytest_cache .mypy_cache

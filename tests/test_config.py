@@ -36,7 +36,8 @@ def test_every_setting_in_the_sample_is_explained() -> None:
     # Each paragraph of the sample that sets something also says what it is.
     seen = set()
     for paragraph in re.split(r"\n\s*\n", SAMPLE_PATH.read_text()):
-        names = re.findall(r"^(\w+)\s*=", paragraph, flags=re.MULTILINE)
+        # A section's settings are written as dotted keys: `sfu_node.grpc_port = 50051`.
+        names = re.findall(r"^(\w+)(?:\.\w+)?\s*=", paragraph, flags=re.MULTILINE)
         if names:
             assert paragraph.lstrip().startswith("#"), names
             seen.update(names)

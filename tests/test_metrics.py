@@ -161,7 +161,9 @@ def test_downlink_estimates_and_loss_are_histograms() -> None:
         }
     }
     service = _Service(sfu)
-    families = {f.name: f for f in ServerCollector(service).collect()}  # type: ignore[arg-type]
+    collector = ServerCollector(service)  # type: ignore[arg-type]
+    collector.sfu_stats = sfu  # what Metrics.render reads from the SFU before collecting
+    families = {f.name: f for f in collector.collect()}
     estimate = {
         s.labels.get("le"): s.value for s in families["aiosfu_downlink_estimate_bps"].samples
     }

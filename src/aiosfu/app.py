@@ -25,7 +25,9 @@ from aiosfu.signal.whip import add_whip_routes
 log = get_logger("aiosfu.app")
 
 
-def build_app(config: Config) -> web.Application:
+def build_local_sfu(config: Config) -> tuple[LocalSfu, list[str], dict[str, str]]:
+    """The media plane of this process (also an SFU node's): with its ICE addresses and
+    the public address announced for each."""
     ice_addresses = use_host_addresses(config.ice_ips)
     announced = nat_mapping(ice_addresses, config.public_ip, config.nat_1_1_mapping)
     drop_unverified_datagrams()
@@ -42,12 +44,21 @@ def build_app(config: Config) -> web.Application:
             nat_mapping=announced,
         )
     )
-    policy = RoomPolicy(
+    return sfu, ice_addresses, announced
+
+
+def room_policy(config: Config) -> RoomPolicy:
+    return RoomPolicy(
         default_mode=config.room_mode,
         capacities={"sfu": config.sfu_room_capacity, "p2p": config.p2p_room_capacity},
         presets={rid: (room.mode, room.capacity) for rid, room in config.rooms.items()},
         announce_members_up_to=config.announce_members_up_to,
     )
+
+
+def build_app(config: Config) -> web.Application:
+    sfu, ice_addresses, announced = build_local_sfu(config)
+    policy = room_policy(config)
     recorded_rooms = set(config.record_rooms)
     auth = Authenticator({bizid: i.keys for bizid, i in config.institutions.items()})
     limits = fit_to_file_limit(

@@ -8,6 +8,7 @@ import sys
 from aiohttp import web
 
 from aiosfu import __version__, tls
+from aiosfu.cluster.cli import add_cluster_parsers
 from aiosfu.config import load_config
 from aiosfu.log import configure
 from aiosfu.peer_cli import add_peer_parser
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     add_peer_parser(commands)
     add_token_parser(commands)
+    add_cluster_parsers(commands)
     return parser
 
 

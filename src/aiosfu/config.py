@@ -32,6 +32,33 @@ class Institution(BaseModel):
     keys: dict[str, str] = Field(default_factory=dict)
 
 
+class SignalNodeConfig(BaseModel):
+    """`aiosfu signal` (docs/cluster.md): a signaling node of a cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    etcd: str = "http://127.0.0.1:2379"
+    nats: str = "nats://127.0.0.1:4222"
+    redis: str = "redis://127.0.0.1:6379/0"
+    region: str = ""
+    state_ttl: float = Field(default=30.0, ge=3)
+    peer_grace: float = Field(default=20.0, ge=0)
+    sweep_interval: float = Field(default=30.0, gt=0)
+
+
+class SfuNodeConfig(BaseModel):
+    """`aiosfu sfu` (docs/cluster.md): a media node of a cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    etcd: str = "http://127.0.0.1:2379"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    region: str = ""
+    max_rooms: int = Field(default=0, ge=0)
+    drain_timeout: float = Field(default=600.0, ge=0)
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,6 +105,9 @@ class Config(BaseModel):
     tls_key: str = ""
     tls_self_signed: bool = False
     log_level: str = "info"
+    signal_node: SignalNodeConfig = Field(default_factory=lambda: SignalNodeConfig())
+    sfu_node: SfuNodeConfig = Field(default_factory=lambda: SfuNodeConfig())
+
     log_format: Literal["kv", "json"] = "kv"
 
     @model_validator(mode="after")

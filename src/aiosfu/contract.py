@@ -52,6 +52,10 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "limit-exceeded"
     # The classroom stage (signal/stage.py, sfu/local.py mute)
     UNKNOWN_KIND = "unknown-kind"
+    # Cluster mode (aiosfu/cluster/, docs/cluster.md)
+    CLUSTER_UNAVAILABLE = "cluster-unavailable"
+    SFU_UNAVAILABLE = "sfu-unavailable"
+    STALE_EPOCH = "stale-epoch"
 
 
 class CodedError(Exception):

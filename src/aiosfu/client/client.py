@@ -16,6 +16,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.contrib.media import MediaRelay
 
 from aiosfu.client.datachannel import RoomChannel
 from aiosfu.client.signaling import SignalingClient
@@ -29,6 +30,9 @@ class Publication:
     sfuid: str
     pc: RTCPeerConnection
     channels: dict[str, RoomChannel] = field(default_factory=dict)  # by label
+    # What it was published with, to publish it again (aiosfu.client.recovery).
+    tracks: list[MediaStreamTrack] = field(default_factory=list)
+    minfo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Subscription:
     pc: RTCPeerConnection
     tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)
     answered_at: float = 0.0
+    kinds: tuple[str, ...] = ("audio", "video")
+    uid: str = ""  # the publisher, when known (aiosfu.client.recovery)
 
 
 class Client:
@@ -59,6 +65,8 @@ class Client:
         self.subscriptions: dict[str, Subscription] = {}
         # Things built on this client that hold their own peer connections (aiosfu.client.p2p).
         self.attached: list[Any] = []
+        # Set by aiosfu.client.recovery: published tracks go out through it.
+        self.relay: MediaRelay | None = None
         self._keepalive = asyncio.ensure_future(self._keep_alive())
 
     @classmethod
@@ -110,7 +118,10 @@ class Client:
         other peers of the room with a channel of the same label (tracks may then be empty)."""
         pc = self._peer_connection()
         for track in tracks:
-            pc.addTransceiver(track, direction="sendonly")
+            # aiortc stops a track when its sender ends: through a relay, the source
+            # outlives the peer connection and can be published again.
+            sent = self.relay.subscribe(track, buffered=False) if self.relay else track
+            pc.addTransceiver(sent, direction="sendonly")
         channels = {label: RoomChannel(pc.createDataChannel(label)) for label in data_channels}
         await pc.setLocalDescription(await pc.createOffer())
         if minfo is None:
@@ -137,7 +148,13 @@ class Client:
             await pc.close()
             raise
         publication = Publication(
-            rid=rid, mid=result["mid"], sfuid=result["sfuid"], pc=pc, channels=channels
+            rid=rid,
+            mid=result["mid"],
+            sfuid=result["sfuid"],
+            pc=pc,
+            channels=channels,
+            tracks=list(tracks),
+            minfo=minfo,
         )
         self.publications[publication.mid] = publication
         return publication
@@ -188,6 +205,7 @@ class Client:
             pc=pc,
             tracks=tracks,
             answered_at=answered_at,
+            kinds=tuple(kinds),
         )
         self.subscriptions[subscription.sid] = subscription
         return subscription

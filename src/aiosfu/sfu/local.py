@@ -411,7 +411,7 @@ class LocalSfu:
             await self._listener.subscription_ended(transport.rid, transport.sid, reason)
         await self.unsubscribe(transport.rid, transport.sid)
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
         return {
             "sfuid": self.sfuid,
             "publications": {

@@ -171,7 +171,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
         "pid": os.getpid(),
         "tasks": len(asyncio.all_tasks()),
         "signal": service.stats(),
-        "sfu": service.sfu.stats(),
+        "sfu": await service.sfu.stats(),
     }
     return web.json_response(body)
 

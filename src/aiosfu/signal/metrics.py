@@ -75,10 +75,13 @@ class ServerCollector(Collector):
     def __init__(self, service: SignalService) -> None:
         self.service = service
         self.running = {(name, kind): _Running() for name, *_ in _TRAFFIC for kind in KINDS}
+        # The media plane's stats, read (asynchronously: in a cluster it is a gRPC call)
+        # just before each scrape renders; prometheus-client collects synchronously.
+        self.sfu_stats: dict[str, Any] = {}
 
     def collect(self) -> Iterator[Metric]:
         signal = self.service.stats()
-        sfu = self.service.sfu.stats()
+        sfu = self.sfu_stats
         rooms: dict[str, Any] = signal.get("rooms", {})
         yield _gauge("aiosfu_rooms", "rooms open", len(rooms))
         yield _gauge(
@@ -162,8 +165,10 @@ class Metrics:
     """The registry one server exports; `count_requests` wraps the signaling handlers."""
 
     def __init__(self, service: SignalService) -> None:
+        self.service = service
         self.registry = CollectorRegistry()
-        self.registry.register(ServerCollector(service))
+        self.collector = ServerCollector(service)
+        self.registry.register(self.collector)
         self.requests = Counter(
             "aiosfu_signaling_requests",
             "signaling requests handled, by method and result (ok or the error code)",
@@ -190,7 +195,8 @@ class Metrics:
 
         return counted
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        self.collector.sfu_stats = await self.service.sfu.stats()
         return generate_latest(self.registry)
 
 
@@ -199,6 +205,7 @@ def metrics_handler(
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         authorize(request)
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handler

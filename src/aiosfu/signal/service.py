@@ -81,6 +81,8 @@ class SignalService:
         self.register("record", RecordData, self.record)
         self.register("stop-record", RecordData, self.stop_record)
         self.auto_record = auto_record  # rid -> record every publication of that room
+        # A cluster's signal node serves every SFU node of the cluster (docs/cluster.md).
+        self.serves_sfu: Callable[[str], bool] = lambda sfuid: sfuid == self.sfu.sfuid
         sfu.set_listener(self)
 
     def register(self, method: str, model: type[Model], handler: Handler) -> None:
@@ -171,7 +173,7 @@ class SignalService:
     # --- the seed-002 methods -------------------------------------------------------
 
     def _check_sfu(self, sfuid: str) -> None:
-        if sfuid and sfuid != self.sfu.sfuid:
+        if sfuid and not self.serves_sfu(sfuid):
             raise ProtocolError(ErrorCode.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
 
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:

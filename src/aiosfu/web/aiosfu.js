@@ -159,7 +159,8 @@ class Emitter {
  * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`;
  * `publish-failed` {rid, mid, reason} and `subscribe-failed` {rid, mid, sid,
  * reason} when the server removed one of ours whose media transport did not
- * connect, the peer connection being closed here first), plus `close`
+ * connect, the peer connection being closed here first; in a cluster
+ * `republish`, answered on its own, then `republished`), plus `close`
  * ({code, reason}) when the socket ends and `keepalive-error`.
  */
 /**
@@ -351,7 +352,7 @@ export class Client extends Emitter {
       const offer = await this._completeOffer(pc);
       const data = await this.request("publish", { rid, jsep: offer, minfo });
       await pc.setRemoteDescription(data.jsep);
-      const pub = { rid, mid: data.mid, sfuid: data.sfuid, pc, channels };
+      const pub = { rid, mid: data.mid, sfuid: data.sfuid, pc, channels, stream, options };
       this.publications.set(pub.mid, pub);
       return pub;
     } catch (err) {
@@ -511,6 +512,23 @@ export class Client extends Emitter {
     return { type: "offer", sdp: pc.localDescription.sdp };
   }
 
+  /**
+   * Cluster mode (docs/cluster.md): the SFU node carrying publication `mid` is gone.
+   * Publish the same stream again (the room is placed on another node; a closed peer
+   * connection leaves its tracks live) and emit `republished {oldMid, publication}`.
+   */
+  async _republish(mid) {
+    const old = this.publications.get(mid);
+    if (!old) return;
+    this._dropPublication(mid);
+    try {
+      const pub = await this.publish(old.rid, old.stream, old.options);
+      this.emit("republished", { oldMid: mid, publication: pub });
+    } catch (error) {
+      this.emit("republish-error", { mid, error });
+    }
+  }
+
   _dropPublication(mid) {
     this.publications.get(mid)?.pc.close();
     this.publications.delete(mid);
@@ -556,6 +574,7 @@ export class Client extends Emitter {
       else pending.reject(new SignalError(msg.errorCode ?? "error", msg.errorReason ?? ""));
     } else if (msg.notification) {
       const data = msg.data ?? {};
+      if (msg.method === "republish") this._republish(data.mid);
       if (msg.method === "stream-remove") {
         // The server has already torn the subscription down on its side,
         // so only local cleanup is needed; no unsubscribe request. A stream

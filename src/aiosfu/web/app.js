@@ -133,6 +133,10 @@ async function join(rid, uid, withMedia) {
     dropSubscription(mid);
     showStatus(`video of ${mid} lost: ${reason}`, "error");
   });
+  // Cluster mode: the SDK published our camera again on another SFU node.
+  c.on("republished", ({ oldMid, publication }) => {
+    if (demo.localMid === oldMid) demo.localMid = publication.mid;
+  });
   c.on("broadcast", ({ uid: who, data }) => {
     if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
   });

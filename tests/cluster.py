@@ -1,0 +1,126 @@
+"""A whole cluster on loopback for the multi-node tests: real etcd, NATS and Redis, two
+`aiosfu sfu` and two `aiosfu signal` processes, each node killable on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import ROOT, free_port
+from tests.engines import Engines, start_engines, stop_engines
+
+PEER_GRACE = 3.0
+
+
+@dataclass
+class Node:
+    name: str
+    args: list[str]
+    port: int  # the port it is ready on (gRPC or HTTP)
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aiosfu", *self.args], stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, **self.env},
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start:\n{self.log()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Cluster:
+    engines: Engines
+    directory: Path
+    sfus: list[Node] = field(default_factory=list)
+    signals: list[Node] = field(default_factory=list)
+
+    def sfu_node(self, name: str, *extra: str) -> Node:
+        port = free_port()
+        args = [
+            "sfu", "--id", name, "--etcd", self.engines.etcd_url, "--grpc-port", str(port),
+            "--ice-ip", "127.0.0.1", "--log-level", "info", *extra,
+        ]  # fmt: skip
+        node = Node(name, args, port, self.directory / f"{name}.log")
+        node.start()
+        self.sfus.append(node)
+        return node
+
+    def signal_node(self, name: str) -> Node:
+        port = free_port()
+        args = [
+            "signal", "--id", name, "--port", str(port), "--etcd", self.engines.etcd_url,
+            "--nats", self.engines.nats_url, "--redis", self.engines.redis_url,
+        ]  # fmt: skip
+        # A short grace before a lost signal node's streams end, so a test can watch it.
+        env = {"AIOSFU_SIGNAL_NODE": json.dumps({"peer_grace": PEER_GRACE})}
+        node = Node(name, args, port, self.directory / f"{name}.log", env=env)
+        node.start()
+        self.signals.append(node)
+        return node
+
+    def stop(self) -> None:
+        for node in [*self.signals, *self.sfus]:
+            node.stop()
+        stop_engines(self.engines)
+
+
+def start_cluster(directory: Path, sfus: int = 2, signals: int = 2) -> Cluster:
+    cluster = Cluster(start_engines(directory), directory)
+    try:
+        for i in range(1, sfus + 1):
+            cluster.sfu_node(f"sfu-{i}")
+        for i in range(1, signals + 1):
+            cluster.signal_node(f"signal-{i}")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

@@ -1,0 +1,193 @@
+"""A cluster losing parts of itself (docs/cluster.md, "Failures"): the times are measured
+and asserted loosely; the figures in docs/cluster.md come from these tests' output."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from aiosfu.client import Client
+from aiosfu.client.recovery import Recovery
+from tests.cluster import PEER_GRACE, Cluster, Node, start_cluster
+from tests.conftest import wait_for
+from tests.media import FrameCounter, PatternTrack, wait_for_track
+from tests.test_multinode import signal_stats, wait_for_discovery
+
+pytestmark = pytest.mark.media
+
+LEASE_TTL = 5.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path_factory.mktemp("cluster"))
+    asyncio.run(wait_for_discovery(running))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+async def connect(clients: list[Client], url: str, uid: str) -> Client:
+    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
+    clients.append(client)
+    return client
+
+
+async def not_(predicate) -> bool:
+    return not await predicate()
+
+
+def sfu_named(cluster: Cluster, name: str) -> Node:
+    return next(node for node in cluster.sfus if node.name == name)
+
+
+async def watch_frames(subscription, minimum: int, timeout: float) -> FrameCounter:
+    counter = FrameCounter(await wait_for_track(subscription, "video", timeout)).start()
+    await wait_for(lambda: counter.frames >= minimum, timeout)
+    return counter
+
+
+async def test_a_killed_sfu_nodes_rooms_move_and_media_comes_back(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    one, two = cluster.signals
+    teacher = await connect(clients, one.ws_url, "teacher")
+    student = await connect(clients, two.ws_url, "student")
+    Recovery(teacher)
+    student_recovery = Recovery(student)
+    await teacher.join("lesson")
+    await student.join("lesson")
+    publication = await teacher.publish("lesson", [PatternTrack(320, 240)])
+    added = await student.signaling.wait_for("stream-add", timeout=5)
+    subscription = await student.subscribe("lesson", added["mid"], added["sfuid"], ("video",))
+    before = await watch_frames(subscription, 10, 15)
+    await before.stop()
+    doomed = sfu_named(cluster, publication.sfuid)
+    seen = student.signaling.received
+
+    doomed.kill()  # SIGKILL
+    killed = time.monotonic()
+    removed = await student.signaling.wait_for("stream-remove", start=seen, timeout=LEASE_TTL + 5)
+    removed_after = time.monotonic() - killed
+    assert removed == {"rid": "lesson", "uid": "teacher", "mid": added["mid"]}
+    lost = await student.signaling.wait_for("stream-lost", start=seen, timeout=1)
+    assert lost["sfuid"] == doomed.name
+    republish = await teacher.signaling.wait_for("republish", timeout=1)
+    assert republish["mid"] == added["mid"] and republish["reason"] == "sfu-lost"
+
+    # The SDKs publish and subscribe again on their own; the room is on the other node.
+    await wait_for(lambda: student_recovery.resubscribed == 1, 10)
+    assert publication.sfuid != doomed.name and publication.mid != added["mid"]
+    assert subscription.mid == publication.mid and subscription.sfuid == publication.sfuid
+    try:
+        after = await watch_frames(subscription, 10, 10)
+    except AssertionError:
+        print((await signal_stats(one.http_url))["sfu"])
+        raise
+    back_after = time.monotonic() - killed
+    assert after.sizes == {(320, 240)}
+    await after.stop()
+    print(f"\nsfu-kill: stream-remove after {removed_after:.2f} s, media back after "
+          f"{back_after:.2f} s (lease TTL {LEASE_TTL:.0f} s)")  # fmt: skip
+    assert removed_after < LEASE_TTL + 1.5
+    assert back_after < LEASE_TTL + 5
+    cluster.sfu_node("sfu-3")  # the cluster has two SFU nodes again for the next tests
+
+
+async def test_a_killed_signal_nodes_peers_leave_the_others_view(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    one, two = cluster.signals
+    await wait_for_discovery_of(cluster, 2)
+    gone = await connect(clients, one.ws_url, "leaving")
+    stays = await connect(clients, two.ws_url, "staying")
+    await gone.join("crash")
+    await stays.join("crash")
+    publication = await gone.publish("crash", [PatternTrack(160, 120)])
+    await stays.signaling.wait_for("stream-add", timeout=5)
+    seen = stays.signaling.received
+    one.kill()
+    killed = time.monotonic()
+    removed = await stays.signaling.wait_for("stream-remove", start=seen, timeout=LEASE_TTL + 5)
+    left = await stays.signaling.wait_for("peer-leave", start=seen, timeout=1)
+    took = time.monotonic() - killed
+    assert removed == {"rid": "crash", "uid": "leaving", "mid": publication.mid}
+    assert left == {"rid": "crash", "uid": "leaving"}
+    print(f"\nsignal-kill: peer-leave after {took:.2f} s (lease TTL {LEASE_TTL:.0f} s)")
+    assert took < LEASE_TTL + 1.5
+
+    async def on_sfu() -> bool:
+        nodes = (await signal_stats(two.http_url))["sfu"]["nodes"]
+        return any(publication.mid in n.get("publications", {}) for n in nodes.values())
+
+    assert await on_sfu()  # kept during the grace period: the peer may come back
+    await wait_for(lambda: not_(on_sfu), PEER_GRACE + 5)
+    ended = time.monotonic() - killed
+    print(f"signal-kill: stream ended on the SFU node {ended:.2f} s after the kill "
+          f"(grace {PEER_GRACE:.0f} s)")  # fmt: skip
+    assert ended - took >= PEER_GRACE - 0.5  # not before the grace period ran out
+    late = await connect(clients, two.ws_url, "late")
+    assert {u["uid"] for u in (await late.join("crash"))["users"]} == {"staying"}
+    cluster.signals.remove(one)
+    cluster.signal_node("signal-1")  # back, as a restarted node would be
+
+
+async def wait_for_discovery_of(cluster: Cluster, sfus: int) -> None:
+    for node in cluster.signals:
+        for _ in range(100):
+            stats = await signal_stats(node.http_url)
+            if len(stats["signal"]["cluster"]["sfu_nodes"]) == sfus:
+                break
+            await asyncio.sleep(0.1)
+
+
+async def test_a_draining_sfu_node_keeps_its_rooms_takes_no_new_ones_then_exits(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    one, two = cluster.signals
+    await wait_for_discovery_of(cluster, 2)
+    teacher = await connect(clients, one.ws_url, "drain-teacher")
+    student = await connect(clients, two.ws_url, "drain-student")
+    await teacher.join("draining")
+    await student.join("draining")
+    publication = await teacher.publish("draining", [PatternTrack(160, 120)])
+    added = await student.signaling.wait_for("stream-add", timeout=5)
+    subscription = await student.subscribe("draining", added["mid"], added["sfuid"], ("video",))
+    counter = await watch_frames(subscription, 10, 15)
+    node = sfu_named(cluster, publication.sfuid)
+
+    node.signal(signal.SIGTERM)
+    states = {}
+    for _ in range(50):
+        states = (await signal_stats(one.http_url))["signal"]["cluster"]["sfu_states"]
+        if states.get(node.name) == "draining":
+            break
+        await asyncio.sleep(0.1)
+    assert states.get(node.name) == "draining", states
+    for i in range(4):  # new rooms go elsewhere
+        peer = await connect(clients, (one, two)[i % 2].ws_url, f"drain-new-{i}")
+        await peer.join(f"after-drain-{i}")
+        placed = await peer.publish(f"after-drain-{i}", [PatternTrack(160, 120)])
+        assert placed.sfuid != node.name
+    before = counter.frames
+    await asyncio.sleep(2)
+    assert counter.frames > before + 20  # the live room is kept
+    assert node.proc is not None and node.proc.poll() is None
+    await counter.stop()
+    await student.unsubscribe(subscription)
+    await teacher.unpublish(publication)
+    emptied = time.monotonic()
+    await wait_for(lambda: node.proc.poll() is not None, 10)
+    print(f"\ndrain: exited {time.monotonic() - emptied:.2f} s after its last room emptied")
+    assert node.proc.returncode == 0, node.log()[-2000:]
