@@ -6,7 +6,7 @@ FROM python:3.11-slim-trixie AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN python -m venv /opt/aiosfu && /opt/aiosfu/bin/pip install --no-cache-dir .
+RUN python -m venv /opt/aiosfu && /opt/aiosfu/bin/pip install --no-cache-dir '.[server]'
 
 FROM python:3.11-slim-trixie
 # tini: PID 1 that hands SIGTERM to aiosfu (which drains on it) and reaps children;
