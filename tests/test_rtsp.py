@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from aiosfu.client import Client
@@ -167,3 +169,24 @@ async def test_the_documented_command_publishes_the_camera(
     code = await asyncio.wait_for(proc.wait(), 10)
     assert proc.stdout is not None
     assert code == 0, (await proc.stdout.read()).decode()
+
+
+async def test_a_camera_that_is_not_h264_is_refused_with_a_reason(
+    server: ServerProcess,
+) -> None:
+    camera = Camera(free_port(), "--vp8", "--no-audio")
+    camera.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiosfu", "ingest", camera.url, "--room", "lobby",
+            "--server", server.ws_url, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        camera.kill()
+    assert proc.returncode == 1
+    assert "the camera sends vp8 video; only H264 is passed through" in stderr.decode()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.http_url}/stats") as response:
+            assert "lobby" not in json.dumps(await response.json())  # nothing was published
