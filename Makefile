@@ -20,7 +20,7 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1 \
 	gir1.2-gst-rtsp-server-1.0
 
-.PHONY: install system-deps run test lint fuzz bench bench-deps bench-storm clean
+.PHONY: install system-deps run test lint fuzz bench bench-callgrind bench-deps bench-storm clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,7 @@ system-deps:
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	for pkg in $(INTEROP_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || \
 			missing="$$missing $$pkg"; \
@@ -71,11 +72,13 @@ lint: install
 	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/mypy
 
-# The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
+# The Janus baseline needs the Debian package; gcc builds its loopback shim and the
+# callgrind client requests (valgrind's headers) at run time.
 bench-deps: install
 	@missing=""; \
 	command -v janus >/dev/null 2>&1 || missing="$$missing janus"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -85,7 +88,12 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
+
+# Instructions per forwarded packet (valgrind), the figure that does not drift.
+bench-callgrind: bench-deps
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 
 # Large rooms only: join storms and a subscribe storm (bench/storm.py, about 3 minutes).
 bench-storm: bench-deps

@@ -115,6 +115,10 @@ async def launch_firefox() -> AsyncIterator[FirefoxBrowser]:
         try:
             await asyncio.wait_for(proc.wait(), 15)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            proc.terminate()  # puppeteer closes Firefox on SIGTERM; SIGKILL would orphan it
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
         browser._reader.cancel()

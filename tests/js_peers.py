@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT
@@ -41,10 +40,6 @@ async def run_node_script(script: str, *args: str, timeout: float = 30.0) -> lis
     if proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}:\n{out.decode()}\n{err.decode()}")
     return events
-
-
-def script_path(name: str) -> Path:
-    return JS_DIR / name
 
 
 SDK_PEER = JS_DIR / "sdk_peer.js"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiortc
 import pytest
@@ -48,21 +47,28 @@ def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
 
 
-def _source_of(cls: type) -> str:
-    """The module's text, not inspect.getsource: that parses it with ast, which CPython
-    3.11.7 can fail with a spurious "AST constructor recursion depth mismatch"."""
-    return Path(inspect.getfile(cls)).read_text()
-
-
 async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
     """receive_constrained_baseline_first reorders `_codecs`, which createAnswer lists."""
-    pc = aiortc.RTCPeerConnection()
+    offerer = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
+    answerer = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
     try:
-        transceiver = pc.addTransceiver("video")
-        assert isinstance(transceiver._codecs, list)
-        assert "transceiver._codecs" in _source_of(aiortc.RTCPeerConnection)
+        offerer.addTransceiver("video", direction="sendonly")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        (transceiver,) = answerer.getTransceivers()
+        negotiated = transceiver._codecs
+        assert [c.mimeType for c in negotiated if c.mimeType != "video/rtx"] == [
+            "video/VP8",
+            "video/H264",
+            "video/H264",
+        ]
+        transceiver._codecs = negotiated[::-1]  # what the answer lists follows `_codecs`
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        answer = answerer.localDescription.sdp
+        assert answer.index("H264/90000") < answer.index("VP8/90000")
     finally:
-        await pc.close()
+        await offerer.close()
+        await answerer.close()
 
 
 def test_certificate_builds_the_ssl_context_the_hooks_widen(dtls: RTCDtlsTransport) -> None:
@@ -213,3 +219,30 @@ async def test_forwarding_sender_sets_the_sender_clock(dtls: RTCDtlsTransport) -
     assert sender._RTCRtpSender__rtp_timestamp == 456
     with pytest.raises(ConnectionError):  # not connected: the caller's ConnectionError path
         await sender.write_rtp(b"\x80" * 12, 0, 0)
+
+
+async def test_peer_connections_share_a_certificate_and_build_no_idle_estimator() -> None:
+    """cheap_peer_connections: what aiortc would build per connection, built once."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    from aiosfu.sfu.aiortc_hooks import cheap_peer_connections
+
+    cheap_peer_connections()
+    first, second = aiortc.RTCPeerConnection(), aiortc.RTCPeerConnection()
+    try:
+        for pc in (first, second):
+            pc.addTransceiver("video", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+        first_fp, second_fp = (
+            {x for x in pc.localDescription.sdp.splitlines() if x.startswith("a=fingerprint:")}
+            for pc in (first, second)
+        )
+        assert first_fp and first_fp == second_fp
+        receiver = first.getTransceivers()[0].receiver
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+        assert estimator is not None and estimator._estimator is None, "built before use"
+        estimator.add(arrival_time_ms=1, abs_send_time=1, payload_size=1000, ssrc=1)
+        assert isinstance(estimator._estimator, RemoteBitrateEstimator)
+    finally:
+        await first.close()
+        await second.close()

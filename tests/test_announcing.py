@@ -154,6 +154,22 @@ async def test_unconnected_subscription_is_removed_and_its_subscriber_told(
     await teacher.close()
 
 
+# Cut every ICE candidate from the descriptions a page sends and is given: its peer
+# connections can then never connect.
+CUT_CANDIDATES = """() => {
+    const cut = (d) => d && {type: d.type, sdp: d.sdp.replace(/a=candidate:.*\\r\\n/g, '')};
+    const set = RTCPeerConnection.prototype.setRemoteDescription;
+    RTCPeerConnection.prototype.setRemoteDescription = function (d) {
+        return set.call(this, cut(d));
+    };
+    const local = Object.getOwnPropertyDescriptor(RTCPeerConnection.prototype,
+                                                  'localDescription').get;
+    Object.defineProperty(RTCPeerConnection.prototype, 'localDescription', {
+        get() { return cut(local.call(this)); },
+    });
+}"""
+
+
 @pytest.mark.browser
 async def test_js_sdk_drops_what_the_server_removed(
     quick_server: ServerProcess, browser: Browser
@@ -163,20 +179,7 @@ async def test_js_sdk_drops_what_the_server_removed(
     closes the publication the server removed and hands the reason to the app."""
     page = await (await browser.new_context()).new_page()
     await start_sdk_peer(page, quick_server, "alice", "r1")
-    await page.evaluate(
-        """() => {
-            const cut = (d) => d && {type: d.type, sdp: d.sdp.replace(/a=candidate:.*\\r\\n/g, '')};
-            const set = RTCPeerConnection.prototype.setRemoteDescription;
-            RTCPeerConnection.prototype.setRemoteDescription = function (d) {
-                return set.call(this, cut(d));
-            };
-            const local = Object.getOwnPropertyDescriptor(RTCPeerConnection.prototype,
-                                                          'localDescription').get;
-            Object.defineProperty(RTCPeerConnection.prototype, 'localDescription', {
-                get() { return cut(local.call(this)); },
-            });
-        }"""
-    )
+    await page.evaluate(CUT_CANDIDATES)
     published = await page.evaluate("() => window.interop.publish()")
     (state,) = await page.evaluate("() => window.interop.publishStates()")
     assert state["mid"] == published["mid"] and state["state"] != "connected"
@@ -189,3 +192,57 @@ async def test_js_sdk_drops_what_the_server_removed(
     (note,) = await failed()
     assert note["mid"] == published["mid"] and "did not connect" in note["reason"]
     assert await page.evaluate("() => window.interop.publishStates()") == []
+
+
+async def test_early_subscriber_of_an_unconnected_stream_hears_it_removed(
+    quick_server: ServerProcess,
+) -> None:
+    """A peer that subscribed by a mid it learnt elsewhere, before the stream was
+    announced, is the only one told `stream-remove` when the stream never connects."""
+    alice = await joined(quick_server, "alice")
+    published = await alice.request(
+        "publish",
+        {
+            "rid": "r1",
+            "jsep": {"type": "offer", "sdp": await offer_without_candidates("sendonly")},
+            "minfo": MINFO,
+        },
+    )
+    bob = await Client.connect(quick_server.ws_url, "bob")
+    await bob.join("r1")
+    await bob.subscribe("r1", published["mid"], published["sfuid"])
+    carol = await joined(quick_server, "carol")
+    removed = await bob.signaling.wait_for("stream-remove", timeout=TIMEOUT + 5)
+    assert removed == {"rid": "r1", "uid": "alice", "mid": published["mid"]}
+    await alice.wait_for("publish-failed", timeout=5)
+    assert not [name for name, _ in carol.notifications if name.startswith("stream-")]
+    for client in (alice, carol):
+        await client.close()
+    await bob.close()
+
+
+@pytest.mark.browser
+async def test_js_sdk_drops_a_subscription_the_server_removed(
+    quick_server: ServerProcess, browser: Browser
+) -> None:
+    teacher = await Client.connect(quick_server.ws_url, "teacher")
+    await teacher.join("r1")
+    await teacher.publish("r1", [ToneTrack(), PatternTrack(160, 120)])
+    page = await (await browser.new_context()).new_page()
+    await start_sdk_peer(page, quick_server, "bob", "r1")
+    await page.evaluate(CUT_CANDIDATES)
+    subscribed = await page.evaluate("() => window.interop.subscribeTo('teacher')")
+    assert subscribed["ok"], subscribed
+    assert [s["mid"] for s in await page.evaluate("() => window.interop.stats()")] == [
+        subscribed["mid"]
+    ]
+
+    async def failed() -> list:
+        notes = await page.evaluate("() => window.interop.notifications()")
+        return [n["data"] for n in notes if n["method"] == "subscribe-failed"]
+
+    await wait_for(failed, timeout=TIMEOUT + 5, interval=0.1)
+    (note,) = await failed()
+    assert note["sid"] == subscribed["sid"] and "did not connect" in note["reason"]
+    assert await page.evaluate("() => window.interop.stats()") == []
+    await teacher.close()

@@ -120,3 +120,20 @@ async def test_publisher_offering_both_is_received_as_constrained_baseline_for_e
             "r1", uid, published.mid, await h264_offer("recvonly", profile)
         )
         assert answered_profiles(subscribed.answer_sdp) == [profile]
+
+
+async def test_a_publish_with_no_codec_we_receive_is_refused_with_both_named(
+    sfu: LocalSfu,
+) -> None:
+    offer = await h264_offer("sendonly", "42e01f")
+    # What a VP9-only publisher would send: the same m-line, another codec.
+    offer = re.sub(r"a=rtpmap:(\d+) H264/90000", r"a=rtpmap:\1 VP9/90000", offer)
+    offer = re.sub(r"a=fmtp:(\d+) .*profile-level-id.*\r\n", "", offer)
+    with pytest.raises(SfuError) as refused:
+        await sfu.publish("r1", "alice", offer, {})
+    assert refused.value.code == "codec-unsupported"
+    assert refused.value.reason.startswith("the offer's video m-line has VP9/90000;")
+    assert "this server receives video as VP8/90000, H264 Baseline level 3.1" in (
+        refused.value.reason
+    )
+    assert sfu.publishers == {}

@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page
 from aiosfu.client.signaling import SignalingClient, SignalingError
 from tests.conftest import ServerProcess, wait_for
 from tests.gst import gst_peer
-from tests.js_peers import AUDIBLE, HEIGHT, WIDTH, start_sdk_peer, wait_decoded
+from tests.js_peers import HEIGHT, WIDTH, start_sdk_peer, wait_decoded
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -61,30 +61,15 @@ async def test_gstreamer_publishes_to_chromium(
         sub = await chromium.evaluate("() => window.interop.subscribeTo('gst')")
         assert sub["ok"], sub
 
-        latest: list = []
-
-        async def decoded() -> bool:
-            nonlocal latest
-            latest = await chromium.evaluate("() => window.interop.stats()")
-            video_stats = latest[0]["video"] if latest else None
-            audio_ok = not audio or (latest[0]["audio"] or {}).get("level", 0) > AUDIBLE
-            return bool(
-                video_stats
-                and video_stats["framesDecoded"] >= FRAMES_REQUIRED
-                and (video_stats["frameWidth"], video_stats["frameHeight"]) == (WIDTH, HEIGHT)
-                and audio_ok
-            )
-
         try:
-            await wait_for(decoded, timeout=20, interval=0.2)
+            seen = await wait_decoded(
+                chromium, sub["mid"], FRAMES_REQUIRED, audio=audio, what=f"GStreamer {video}"
+            )
         except AssertionError as exc:
-            raise AssertionError(
-                f"Chromium did not decode GStreamer's {video}: {latest}\n{gst.log()}\n"
-                + server.log()[-3000:]
-            ) from exc
-        assert latest[0]["video"]["codec"] == codec
+            raise AssertionError(f"{exc}\n{gst.log()}\n{server.log()[-3000:]}") from exc
+        assert seen["video"]["codec"] == codec
         if audio:
-            assert latest[0]["audio"]["codec"] == "audio/opus"
+            assert seen["audio"]["codec"] == "audio/opus"
     await signaling.close()
 
 

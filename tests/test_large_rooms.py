@@ -89,6 +89,8 @@ async def test_audience_is_announced_only_to_publishers(
     teacher = await connect(lecture_server, clients, "teacher")
     await teacher.join(RID)
     publication = await teacher.publish(RID, [ToneTrack(), PatternTrack(160, 120)])
+    # A stream is in join's pubs once its transport is up (docs/protocol.md, publish).
+    await wait_for(lambda: publication.pc.connectionState == "connected", 10)
     early = [await connect(lecture_server, clients, f"early{i}") for i in range(2)]
     for client in early:
         await client.join(RID)

@@ -128,3 +128,25 @@ def _same_h264_profile(local: RTCRtpCodecCapability, offered: RTCRtpCodecParamet
         return _h264(local)[0::2] == _h264(offered)[0::2]
     except ValueError:
         return False
+
+
+def _receivable(offered: RTCRtpCodecParameters, local: RTCRtpCodecCapability) -> bool:
+    """aiortc's own rule for answering an offered codec with one of its capabilities."""
+    if offered.mimeType.lower() != local.mimeType.lower() or offered.clockRate != local.clockRate:
+        return False
+    return _same_h264_profile(local, offered)
+
+
+def check_publishable(kind: str, offered: list[RTCRtpCodecParameters]) -> None:
+    """SfuError("codec-unsupported") naming what an offered m-line has and what this
+    server can receive, when none of the former is among the latter."""
+    primaries = [c for c in offered if not is_rtx(c)]
+    capabilities = [c for c in RTCRtpSender.getCapabilities(kind).codecs if not is_rtx(c)]
+    if any(_receivable(c, local) for c in primaries for local in capabilities):
+        return
+    had = ", ".join(describe(c) for c in primaries) or "no codecs"
+    can = ", ".join(describe(c) for c in capabilities)
+    raise SfuError(
+        ErrorCode.CODEC_UNSUPPORTED,
+        f"the offer's {kind} m-line has {had}; this server receives {kind} as {can}",
+    )

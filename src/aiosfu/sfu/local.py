@@ -31,9 +31,10 @@ from aiosfu.sfu.aiortc_hooks import (
     NeverTrack,
     accept_rsa_dtls_servers,
     answer_as_dtls_server,
+    cheap_peer_connections,
     receive_constrained_baseline_first,
 )
-from aiosfu.sfu.codec_match import subscriber_preferences
+from aiosfu.sfu.codec_match import check_publishable, subscriber_preferences
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import SfuListener
@@ -126,6 +127,7 @@ class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
         accept_rsa_dtls_servers()
+        cheap_peer_connections()
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}
@@ -155,6 +157,9 @@ class LocalSfu:
 
     async def publish(self, rid: str, uid: str, offer_sdp: str, minfo: dict[str, Any]) -> Published:
         offer = _parse_offer(offer_sdp)
+        for offered in offer.media:
+            if offered.kind in MEDIA_KINDS:  # aiortc refuses any m-line it has no codec for
+                check_publishable(offered.kind, offered.rtp.codecs)
         with_data = any(m.kind == "application" for m in offer.media)
         mid = _new_id(uid)
         pc = self._new_peer_connection()

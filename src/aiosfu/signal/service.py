@@ -328,9 +328,14 @@ class SignalService:
     async def _remove_publication(self, room: Room, mid: str, tell_publisher: bool = False) -> None:
         if mid not in room.publications:
             return
-        pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
-        if not pub.has_media or mid in self.connecting:  # never announced
+        pub, orphaned = room.remove_publication(mid)  # the SFU closed their transports
+        if not pub.has_media:
+            return
+        if mid in self.connecting:  # never announced: only its early subscribers hear of it
             self.connecting.discard(mid)
+            info = {"rid": room.rid, "uid": pub.uid, "mid": mid}
+            for uid in {s.uid for s in orphaned}:
+                await self.notify(uid, "stream-remove", info)
             return
         await self.notify_room(
             room,
