@@ -11,12 +11,14 @@ PYTEST_ARGS ?=
 # default route is loopback too.
 LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && ip route add default dev lo src 127.0.0.1 && exec "$$0" "$$@"'
 # Interop peers (docs/interop.md): Firefox, GStreamer's webrtcbin driven from Debian's
-# python3-gi, and Node.js for protoo-client and puppeteer-core. Checked by package, since
-# most of them install no command of their own.
+# python3-gi (its RTSP server is the camera of tests/test_rtsp.py), and Node.js for
+# protoo-client and puppeteer-core. Checked by package, since most of them install no
+# command of their own.
 INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
 	gir1.2-gst-plugins-bad-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
+	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1 \
+	gir1.2-gst-rtsp-server-1.0
 
 .PHONY: install system-deps run cluster test lint fuzz bench bench-callgrind bench-deps bench-storm clean proto
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiosfu import __version__, tls
 from aiosfu.cluster.cli import add_cluster_parsers
 from aiosfu.config import load_config
+from aiosfu.ingest_cli import add_ingest_parser
 from aiosfu.log import configure
 from aiosfu.peer_cli import add_peer_parser
 from aiosfu.token_cli import add_token_parser
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_peer_parser(commands)
     add_token_parser(commands)
     add_cluster_parsers(commands)
+    add_ingest_parser(commands)
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRelay
@@ -113,15 +114,27 @@ class Client:
         minfo: dict[str, Any] | None = None,
         *,
         data_channels: Sequence[str] = (),
+        codecs: Mapping[str, str] | None = None,
     ) -> Publication:
         """Publish `tracks`; `data_channels` labels open channels the SFU relays to the
-        other peers of the room with a channel of the same label (tracks may then be empty)."""
+        other peers of the room with a channel of the same label (tracks may then be empty).
+        `codecs` offers only that codec for a kind (`{"video": "video/H264"}`), for tracks
+        that yield packets already encoded with it."""
         pc = self._peer_connection()
         for track in tracks:
             # aiortc stops a track when its sender ends: through a relay, the source
             # outlives the peer connection and can be published again.
             sent = self.relay.subscribe(track, buffered=False) if self.relay else track
-            pc.addTransceiver(sent, direction="sendonly")
+            transceiver = pc.addTransceiver(sent, direction="sendonly")
+            wanted = (codecs or {}).get(track.kind)
+            if wanted:
+                transceiver.setCodecPreferences(
+                    [
+                        codec
+                        for codec in RTCRtpSender.getCapabilities(track.kind).codecs
+                        if codec.mimeType.lower() in (wanted.lower(), f"{track.kind}/rtx")
+                    ]
+                )
         channels = {label: RoomChannel(pc.createDataChannel(label)) for label in data_channels}
         await pc.setLocalDescription(await pc.createOffer())
         if minfo is None:

@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 
 from aiosfu.config import Config
 from aiosfu.contract import ErrorCode
+from aiosfu.health import add_health_routes
 from aiosfu.log import get_logger
 from aiosfu.signal import protocol, turn
 from aiosfu.signal.auth import AuthError, Identity, bearer_token
@@ -197,3 +198,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/stats", stats)
     app.router.add_get("/dashboard", dashboard)
     app.router.add_static("/static/", WEB_DIR)
+    add_health_routes(app)

@@ -10,7 +10,16 @@ const DEFAULTS = {
   iceGatheringTimeout: 2_000,
   requestTimeout: 15_000,
   connectTimeout: 10_000,
+  reconnect: true,
+  reconnectDelay: 500,
+  reconnectMaxDelay: 10_000,
 };
+
+/**
+ * Close codes after which reconnecting would be wrong: we closed (1000), or
+ * another connection with our uid took over (4001; reconnecting would fight it).
+ */
+const FINAL_CLOSE_CODES = new Set([1000, 4001]);
 
 /**
  * A failed request. `code`/`reason` carry the server's errorCode/errorReason
@@ -140,6 +149,8 @@ class Emitter {
  * @property {string} sfuid
  * @property {RTCPeerConnection} pc
  * @property {Map<string, RoomChannel>} channels data channels the SFU relays, by label
+ * @property {MediaStream | null} stream what was published (republished after a reconnect)
+ * @property {{dataChannels?: string[]}} options
  */
 
 /**
@@ -150,6 +161,7 @@ class Emitter {
  * @property {string} sfuid
  * @property {RTCPeerConnection} pc
  * @property {MediaStream} stream
+ * @property {MediaInfo} minfo
  * @property {number} answerAt performance.now() when the answer arrived; the
  *   origin for time-to-first-frame measurements.
  */
@@ -162,6 +174,16 @@ class Emitter {
  * connect, the peer connection being closed here first; in a cluster
  * `republish`, answered on its own, then `republished`), plus `close`
  * ({code, reason}) when the socket ends and `keepalive-error`.
+ *
+ * A socket that drops (server restart, network change, a proxy's idle cut) is
+ * reopened on its own with backoff (`reconnect: false` turns that off):
+ * `reconnecting` ({attempt, delay}) before each try; then every room is joined
+ * again, every publication republished from the same MediaStream (a new mid:
+ * `republished` {oldMid, publication}) and every subscription whose stream is
+ * still in the room made again (`resubscribed` {mid, subscription}: attach its
+ * new stream); `reconnected` ({rooms, publications, subscriptions, failed})
+ * ends it. The server dropped all of it with the old socket, so nothing is
+ * duplicated.
  */
 /**
  * Browsers decode Opus as mono unless their own description asks for stereo
@@ -188,6 +210,9 @@ export class Client extends Emitter {
    * @param {RTCIceServer[]} [options.iceServers] skip fetching /api/ice-servers
    * @param {RTCIceTransportPolicy} [options.iceTransportPolicy] "relay": media only
    *   through TURN (networks that allow nothing else)
+   * @param {boolean} [options.reconnect] reopen a dropped socket and restore (default true)
+   * @param {number} [options.reconnectDelay] ms before the first retry, doubled each time
+   * @param {number} [options.reconnectMaxDelay] ms between retries at most
    */
   constructor(options = {}) {
     super();
@@ -211,6 +236,10 @@ export class Client extends Emitter {
     /** @type {Map<string, object>} rid -> our grants there (see `can`) */
     this.grants = new Map();
     this.token = null;
+    /** @type {Map<string, object>} rid -> the join options, for rejoining */
+    this._joined = new Map();
+    this._url = null;
+    this._closing = false;
   }
 
   /**
@@ -234,7 +263,14 @@ export class Client extends Emitter {
     if (this.ws) throw new Error("already connected");
     this.uid = uid;
     this.token = options.token ?? null;
-    const wsUrl = new URL(url, location.href);
+    this._url = url;
+    this._closing = false;
+    await this._open();
+  }
+
+  async _open() {
+    const wsUrl = new URL(this._url, location.href);
+    const uid = this.uid;
     wsUrl.searchParams.set("peer", uid);
     if (!this.options.iceServers) {
       this.iceServers = await fetchIceServers(wsUrl, this.token);
@@ -294,6 +330,7 @@ export class Client extends Emitter {
     if (options.mode) extra.mode = options.mode;
     if (options.capacity) extra.capacity = options.capacity;
     const data = await this.request("join", { rid, ...extra });
+    this._joined.set(rid, options);
     this.grants.set(rid, data.grants ?? OPEN_GRANTS);
     // TURN credentials made for this peer replace the ones fetched at connect.
     if (data.iceServers) this.iceServers = data.iceServers;
@@ -307,6 +344,7 @@ export class Client extends Emitter {
    * @param {string} rid
    */
   async leave(rid) {
+    this._joined.delete(rid);
     this._stopKeepalive(rid);
     this.grants.delete(rid);
     try {
@@ -405,7 +443,7 @@ export class Client extends Emitter {
       if (attempt.cancelled) {
         throw new SignalError("removed", `stream ${mid} was removed while subscribing`);
       }
-      const sub = { rid, mid, sid: data.sid, sfuid, pc, stream, answerAt };
+      const sub = { rid, mid, sid: data.sid, sfuid, pc, stream, minfo, answerAt };
       this.subscriptions.set(mid, sub);
       return sub;
     } catch (err) {
@@ -491,6 +529,7 @@ export class Client extends Emitter {
 
   /** Close the socket and every peer connection; the client is then done. */
   close() {
+    this._closing = true;
     for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
     for (const mid of [...this.publications.keys()]) this._dropPublication(mid);
     for (const mid of [...this.subscriptions.keys()]) this._dropSubscription(mid);
@@ -605,6 +644,67 @@ export class Client extends Emitter {
     }
     for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
     this.emit("close", { code: event.code, reason: event.reason });
+    if (this.options.reconnect && !this._closing && !FINAL_CLOSE_CODES.has(event.code)) {
+      this._reconnect();
+    }
+  }
+
+  /** Reopen the socket with backoff, then restore rooms, publications and subscriptions. */
+  async _reconnect() {
+    const rooms = new Map(this._joined);
+    const pubs = [...this.publications.values()];
+    const subs = [...this.subscriptions.values()];
+    // The server ended all of these with the socket: close our ends too.
+    for (const pub of pubs) this._dropPublication(pub.mid);
+    for (const sub of subs) this._dropSubscription(sub.mid);
+    this._joined.clear();
+    this.ws = null;
+    let delay = this.options.reconnectDelay;
+    for (let attempt = 1; ; attempt++) {
+      this.emit("reconnecting", { attempt, delay });
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (this._closing) return;
+      try {
+        await this._open();
+        break;
+      } catch {
+        this.ws = null;
+        delay = Math.min(delay * 2, this.options.reconnectMaxDelay);
+      }
+    }
+    const restored = { rooms: [], publications: [], subscriptions: [], failed: [] };
+    for (const [rid, options] of rooms) {
+      let joined;
+      try {
+        joined = await this.join(rid, options);
+        restored.rooms.push(rid);
+      } catch (error) {
+        restored.failed.push({ rid, error });
+        continue;
+      }
+      for (const pub of pubs.filter((p) => p.rid === rid)) {
+        try {
+          const publication = await this.publish(rid, pub.stream, pub.options);
+          restored.publications.push(publication);
+          this.emit("republished", { oldMid: pub.mid, publication });
+        } catch (error) {
+          restored.failed.push({ rid, mid: pub.mid, error });
+        }
+      }
+      const live = new Map(joined.pubs.map((p) => [p.mid, p]));
+      for (const sub of subs.filter((s) => s.rid === rid)) {
+        const current = live.get(sub.mid);
+        if (!current) continue; // ended meanwhile; a new one comes as stream-add
+        try {
+          const subscription = await this.subscribe(rid, sub.mid, current.sfuid, sub.minfo);
+          restored.subscriptions.push(subscription);
+          this.emit("resubscribed", { mid: sub.mid, subscription });
+        } catch (error) {
+          restored.failed.push({ rid, mid: sub.mid, error });
+        }
+      }
+    }
+    this.emit("reconnected", restored);
   }
 }
 

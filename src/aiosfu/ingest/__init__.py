@@ -1,0 +1,1 @@
+"""Media pulled from outside a room and published into it (docs/rtsp.md)."""
