@@ -11,6 +11,7 @@ from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 from aiosfu.sfu.local import LocalSfu, SfuSettings
 from aiosfu.signal import turn
 from aiosfu.signal.access import AccessControl
+from aiosfu.signal.api import ServerApi
 from aiosfu.signal.auth import Authenticator
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
 from aiosfu.signal.limits import Limits, fit_to_file_limit
@@ -78,11 +79,12 @@ def build_app(config: Config) -> web.Application:
 
         service.join_extras.append(turn_credentials)
     P2PRelay(service)
-    Stage(service)
+    stage = Stage(service)
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
     add_routes(app)
+    ServerApi(service, stage).add_routes(app)
 
     secure = bool(config.tls_cert or config.tls_self_signed)
 
