@@ -19,6 +19,7 @@ from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.session import PeerSession
 from aiosfu.signal.stage import Stage
+from aiosfu.signal.webhooks import Webhooks
 
 log = get_logger("aiosfu.app")
 
@@ -80,6 +81,15 @@ def build_app(config: Config) -> web.Application:
         service.join_extras.append(turn_credentials)
     P2PRelay(service)
     stage = Stage(service)
+    webhooks = Webhooks(
+        {
+            bizid: (i.webhooks, *next(iter(i.keys.items())))
+            for bizid, i in config.institutions.items()
+            if i.webhooks and i.keys
+        }
+    )
+    service.event_listeners.append(webhooks.on_event)
+    service.stat_sources["webhooks"] = webhooks.stats
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
@@ -107,6 +117,7 @@ def build_app(config: Config) -> web.Application:
         for session in list(service.sessions.values()):
             await session.close(1001, "server shutting down")
         await sfu.close()
+        await webhooks.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -54,6 +54,9 @@ class SignalService:
         # credentials, the stage's raised hands): called with the session and the rid.
         self.join_checks: list[Callable[[PeerSession, str], None]] = []
         self.join_extras: list[Callable[[PeerSession, str], dict[str, Any]]] = []
+        # What happened, for the institution's backend (webhooks): (event, rid, details).
+        # Called synchronously; a listener only queues.
+        self.event_listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.rooms = rooms
         self.sfu = sfu
         self.signal_id = signal_id
@@ -132,6 +135,10 @@ class SignalService:
 
     # --- notifications --------------------------------------------------------------
 
+    def _event(self, event: str, rid: str, **details: Any) -> None:
+        for listener in self.event_listeners:
+            listener(event, rid, details)
+
     async def notify(self, uid: str, method: str, data: dict[str, Any]) -> None:
         session = self.sessions.get(uid)
         if session is not None:
@@ -165,8 +172,10 @@ class SignalService:
         room = self.rooms.join(data.rid, member, data.mode, data.capacity)
         if existing is None:
             room.bizid = bizid if identity is not None else ""
+            self._event("room_started", data.rid, bizid=room.bizid)
         session.rooms.add(data.rid)
         session.grants[data.rid] = grants
+        self._event("participant_joined", data.rid, uid=session.uid, hidden=member.hidden)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
         if not member.hidden:
             await self.notify_room(
@@ -206,6 +215,11 @@ class SignalService:
         for listener in self.departure_listeners:
             listener(session.uid, rid)
         await self.sfu.close_peer(rid, session.uid)
+        for pub in [p for p in departure.publications if p.has_media]:
+            self._event("track_unpublished", rid, uid=pub.uid, mid=pub.mid)
+        self._event("participant_left", rid, uid=session.uid)
+        if self.rooms.get(rid) is None:
+            self._event("room_finished", rid)
         await self._announce_departure(rid, departure)
         log.info("leave", rid=rid, uid=session.uid)
 
@@ -247,6 +261,7 @@ class SignalService:
             raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         if pub.has_media:  # a data-only publish has nothing to subscribe to
+            self._event("track_published", data.rid, uid=pub.uid, mid=pub.mid, minfo=minfo)
             await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
             if self.auto_record(data.rid):
                 await self._record_automatically(pub)
@@ -274,6 +289,7 @@ class SignalService:
         pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
         if not pub.has_media:
             return
+        self._event("track_unpublished", room.rid, uid=pub.uid, mid=mid)
         await self.notify_room(
             room,
             "stream-remove",
@@ -355,6 +371,8 @@ class SignalService:
             await self.notify_room(room, "record-started", _recording_info(recording))
 
     async def recording_stopped(self, recording: Recording) -> None:
+        info = {k: v for k, v in _recording_info(recording).items() if k != "rid"}
+        self._event("recording_finished", recording.rid, **info)
         room = self.rooms.get(recording.rid)
         if room is not None:
             await self.notify_room(room, "record-stopped", _recording_info(recording))
