@@ -19,7 +19,7 @@ from aiohttp import web
 from aiosfu.signal.grants import Grants
 from tests.conftest import ServerProcess, free_port, start_server, stop_server, wait_for
 from tests.media import PatternTrack
-from tests.test_access import KEY, ROOM, SECRET, connect, token
+from tests.test_access import KEY, ROOM, SECRET, announced, connect, token
 
 pytestmark = pytest.mark.media
 
@@ -77,6 +77,7 @@ async def a_lesson(server: ServerProcess) -> list[str]:
     teacher = await connect(server, "teacher", "teacher")
     await teacher.join(ROOM)
     publication = await teacher.publish(ROOM, [PatternTrack()])
+    await announced(publication)
     student = await connect(server, "student")
     await student.join(ROOM)
     await teacher.record(ROOM, publication.mid)

@@ -9,6 +9,7 @@ from aiosfu.log import get_logger
 from aiosfu.room import RoomPolicy, Rooms
 from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 from aiosfu.sfu.local import LocalSfu, SfuSettings
+from aiosfu.sfu.nat import nat_mapping
 from aiosfu.signal import turn
 from aiosfu.signal.access import AccessControl
 from aiosfu.signal.api import ServerApi
@@ -26,6 +27,7 @@ log = get_logger("aiosfu.app")
 
 def build_app(config: Config) -> web.Application:
     ice_addresses = use_host_addresses(config.ice_ips)
+    announced = nat_mapping(ice_addresses, config.public_ip, config.nat_1_1_mapping)
     drop_unverified_datagrams()
     sfu = LocalSfu(
         SfuSettings(
@@ -33,15 +35,18 @@ def build_app(config: Config) -> web.Application:
             cache_size=config.packet_cache_size,
             keyframe_request_interval=config.keyframe_request_interval,
             keyframe_retry_interval=config.keyframe_retry_interval,
+            connect_timeout=config.connect_timeout,
             datachannel_max_message_bytes=config.datachannel_max_message_bytes,
             datachannel_buffer_bytes=config.datachannel_buffer_bytes,
             record_dir=config.record_dir,
+            nat_mapping=announced,
         )
     )
     policy = RoomPolicy(
         default_mode=config.room_mode,
         capacities={"sfu": config.sfu_room_capacity, "p2p": config.p2p_room_capacity},
         presets={rid: (room.mode, room.capacity) for rid, room in config.rooms.items()},
+        announce_members_up_to=config.announce_members_up_to,
     )
     recorded_rooms = set(config.record_rooms)
     auth = Authenticator({bizid: i.keys for bizid, i in config.institutions.items()})
@@ -104,6 +109,7 @@ def build_app(config: Config) -> web.Application:
             url=f"{'https' if secure else 'http'}://{config.host}:{config.port}/",
             ws=f"{'wss' if secure else 'ws'}://{config.host}:{config.port}/ws",
             ice=",".join(ice_addresses),
+            announced=",".join(f"{k}->{v}" for k, v in announced.items()) or "-",
         )
         if auth.open:
             log.warning(

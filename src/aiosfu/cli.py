@@ -21,7 +21,9 @@ def _serve(args: argparse.Namespace) -> None:
             "host": args.host,
             "port": args.port,
             "ice_ips": args.ice_ip,
+            "public_ip": args.public_ip,
             "keepalive_timeout": args.keepalive_timeout,
+            "connect_timeout": args.connect_timeout,
             "log_level": args.log_level,
             "record_dir": args.record_dir,
             "record_all": args.record_all,
@@ -71,9 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="offer ICE host candidates on this address only (repeatable; loopback allowed)",
     )
+    serve.add_argument(
+        "--public-ip",
+        metavar="IP",
+        help="behind 1:1 NAT: bind the ICE addresses, announce this public one in candidates",
+    )
     serve.add_argument("--config", help="TOML config file (see config.sample.toml)")
     serve.add_argument(
         "--keepalive-timeout", type=float, help="seconds before a silent peer is removed"
+    )
+    serve.add_argument(
+        "--connect-timeout",
+        type=float,
+        help="seconds a publish/subscribe transport has to connect before it is removed",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--record-dir", metavar="DIR", help="where recordings are written")

@@ -40,6 +40,8 @@ class Config(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     ice_ips: list[str] = Field(default_factory=list)
+    public_ip: str = ""
+    nat_1_1_mapping: dict[str, str] = Field(default_factory=dict)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     signal_id: str = "signal-1"
     sfu_id: str = "sfu-1"
@@ -47,11 +49,13 @@ class Config(BaseModel):
     max_frame_bytes: int = Field(262_144, ge=1024)
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)
+    connect_timeout: float = Field(15.0, gt=0)
     packet_cache_size: int = Field(512, ge=16)
     room_mode: Literal["sfu", "p2p"] = "sfu"
     sfu_room_capacity: int = Field(0, ge=0)
     p2p_room_capacity: int = Field(6, ge=0)
     rooms: dict[str, RoomPreset] = Field(default_factory=dict)
+    announce_members_up_to: int = Field(100, ge=0)
     datachannel_max_message_bytes: int = Field(16384, ge=256, le=262_144)
     datachannel_buffer_bytes: int = Field(1_048_576, ge=4096)
     record_dir: str = "recordings"
@@ -85,7 +89,16 @@ class Config(BaseModel):
 
 
 # Env vars taken as they are, never parsed as JSON (a room directory named "2024" stays text).
-_PLAIN_STRINGS = ("host", "signal_id", "sfu_id", "record_dir", "turn_secret", "tls_cert", "tls_key")
+_PLAIN_STRINGS = (
+    "host",
+    "public_ip",
+    "signal_id",
+    "sfu_id",
+    "record_dir",
+    "turn_secret",
+    "tls_cert",
+    "tls_key",
+)
 
 
 def _env_value(raw: str) -> Any:

@@ -76,4 +76,4 @@ def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple) 
 
 def drop_unverified_datagrams() -> None:
     """Keep strangers' datagrams away from DTLS/SRTP (idempotent, process-wide)."""
-    aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign]
+    aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign, assignment]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiosfu.contract import ErrorCode
 from aiosfu.room import Room, RoomError, Rooms
 from aiosfu.signal.auth import FORBIDDEN, Authenticator, AuthError
 from aiosfu.signal.grants import OPEN, Grants, Source, source_of
@@ -45,7 +46,8 @@ class AccessControl:
             )
         if room is not None and len(room.members) >= self.limits.members_per_room:
             raise RoomError(
-                "room-full", f"room {rid!r} holds at most {self.limits.members_per_room} members"
+                ErrorCode.ROOM_FULL,
+                f"room {rid!r} holds at most {self.limits.members_per_room} members",
             )
         identity = session.identity
         if identity is None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, BeforeValidator, Field, StrictBool, ValidationEr
 
 from aiosfu.room import Room, RoomError
 from aiosfu.sfu.interface import SfuError
+from aiosfu.signal.access import forbidden
 from aiosfu.signal.auth import AuthError, Identity, bearer_token
 from aiosfu.signal.grants import Grants
 from aiosfu.signal.protocol import Id, Model, RoomId
@@ -186,7 +187,7 @@ class ServerApi:
     def may_join(self, session: Any, rid: str) -> None:
         owner = self.owners.get(rid)
         if owner and session.identity is not None and session.identity.bizid != owner:
-            raise AuthError("forbidden", f"room {rid!r} belongs to another institution")
+            raise forbidden(f"room {rid!r} belongs to another institution")
 
     # --- rooms ---------------------------------------------------------------------
 

@@ -22,21 +22,19 @@ from typing import Any
 import jwt
 from pydantic import ValidationError
 
+from aiosfu.contract import CodedError, ErrorCode
 from aiosfu.signal.grants import Grants
 
-UNAUTHORIZED = "unauthorized"  # no identity, or one that cannot be believed
-FORBIDDEN = "forbidden"  # a believed identity without the grant for this request
+UNAUTHORIZED = ErrorCode.UNAUTHORIZED  # no identity, or one that cannot be believed
+FORBIDDEN = ErrorCode.FORBIDDEN  # a believed identity without the grant for this request
 
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 10  # clocks of the institution's backend and ours may differ a little
 MIN_SECRET_LENGTH = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 
-class AuthError(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
+class AuthError(CodedError):
+    """`unauthorized` (no believable identity) or `forbidden` (no grant for this)."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +101,10 @@ class Authenticator:
         api_key = self.keys.get(issuer) if isinstance(issuer, str) else None
         if api_key is None:
             raise AuthError(UNAUTHORIZED, "the token is not signed with a known API key (iss)")
-        options: dict[str, Any] = {"require": ["exp", "nbf", "iss", "sub"]}
+        options: jwt.types.Options = {"require": ["exp", "nbf", "iss", "sub"]}
         if now is not None:  # tests pin the clock; PyJWT reads its own otherwise
-            options.update(verify_exp=False, verify_nbf=False)
+            options["verify_exp"] = False
+            options["verify_nbf"] = False
         try:
             claims = jwt.decode(
                 token,

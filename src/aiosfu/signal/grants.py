@@ -28,7 +28,7 @@ class Grants(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    room: str = Field("", max_length=256)
+    room: str = Field(default="", max_length=256)
     roomJoin: StrictBool = False
     roomAdmin: StrictBool = False
     roomRecord: StrictBool = False

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from aiosfu.config import Config
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
 from aiosfu.signal import protocol, turn
 from aiosfu.signal.auth import AuthError, Identity, bearer_token
@@ -27,6 +28,10 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 # uid must not pass for it. Used with fullmatch (a `$` would let a trailing newline in).
 UID_PATTERN = re.compile(r"[A-Za-z0-9_.@:#+-]{1,128}")
 UID_RULE = "1-128 ASCII letters, digits or _.@:#+-"
+
+# protoo's own clients (protoo-client, go-protoo) ask for this subprotocol and give up
+# when the server does not answer it; clients that ask for none are served the same.
+SUBPROTOCOLS = ("protoo",)
 
 SERVICE_KEY = web.AppKey("service", SignalService)
 CONFIG_KEY = web.AppKey("config", Config)
@@ -84,7 +89,7 @@ async def _serve_socket(
 ) -> web.StreamResponse:
     # aiohttp itself closes the socket (1009) past this hard limit; up to it, an oversized
     # frame is answered with an error and the connection carries on.
-    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4)
+    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4, protocols=SUBPROTOCOLS)
     await ws.prepare(request)
     transport = request.transport
     session = PeerSession(
@@ -104,7 +109,7 @@ async def _serve_socket(
                 if size > config.max_frame_bytes:
                     response = protocol.response_error(
                         None,
-                        protocol.FRAME_TOO_LARGE,
+                        ErrorCode.FRAME_TOO_LARGE,
                         f"frame of {size} bytes exceeds {config.max_frame_bytes}",
                     )
                 else:
@@ -113,7 +118,7 @@ async def _serve_socket(
             elif message.type == WSMsgType.BINARY:
                 await session.send(
                     protocol.response_error(
-                        None, protocol.BAD_REQUEST, "binary frames are not part of the protocol"
+                        None, ErrorCode.BAD_REQUEST, "binary frames are not part of the protocol"
                     )
                 )
     finally:

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
 
 log = get_logger("aiosfu.signal")
 
-RATE_LIMITED = "rate-limited"
-LIMIT_EXCEEDED = "limit-exceeded"
-SERVER_BUSY = "server-busy"
+RATE_LIMITED = ErrorCode.RATE_LIMITED
+LIMIT_EXCEEDED = ErrorCode.LIMIT_EXCEEDED
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
-from aiosfu.signal import protocol
 from aiosfu.signal.access import forbidden
 from aiosfu.signal.protocol import (
     AnswerData,
@@ -45,12 +45,12 @@ class P2PRelay:
     def _pair(self, session: PeerSession, data: RelayData) -> Pair:
         """Check that `to` can be reached from this peer (in room `rid`, when given)."""
         if data.to == session.uid:
-            raise ProtocolError(protocol.INVALID_PARAMS, "data.to: a peer cannot relay to itself")
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, "data.to: a peer cannot relay to itself")
         if data.rid is not None:
             room = self.service.rooms.member_room(data.rid, session.uid)
             if data.to not in room.members:
                 raise ProtocolError(
-                    protocol.UNKNOWN_PEER, f"peer {data.to!r} is not in room {data.rid!r}"
+                    ErrorCode.UNKNOWN_PEER, f"peer {data.to!r} is not in room {data.rid!r}"
                 )
         elif not self.service.access.open and not self._share_a_room(session, data.to):
             # Seed 001's relay between bare uids is for open (development) servers; with
@@ -58,7 +58,7 @@ class P2PRelay:
             raise forbidden(f"peer {data.to!r} is in no room with you")
         target = self.service.sessions.get(data.to)
         if target is None or target.ws.closed:
-            raise ProtocolError(protocol.UNKNOWN_PEER, f"peer {data.to!r} is not connected")
+            raise ProtocolError(ErrorCode.UNKNOWN_PEER, f"peer {data.to!r} is not connected")
         return (data.rid or "", frozenset((session.uid, data.to)))
 
     def _share_a_room(self, session: PeerSession, uid: str) -> bool:
@@ -71,7 +71,7 @@ class P2PRelay:
         if pair not in self.pairs:
             where = f" in room {data.rid!r}" if data.rid else ""
             raise ProtocolError(
-                protocol.NO_CONNECTION,
+                ErrorCode.NO_CONNECTION,
                 f"no offer has been exchanged with {data.to!r}{where}, so there is no "
                 f"connection for this {method}",
             )

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiosfu.contract import ErrorCode
 from aiosfu.signal.protocol import ProtocolError
 
-BAD_SDP = "bad-sdp"
+BAD_SDP = ErrorCode.BAD_SDP
 
 # Per m-section: far above what browsers offer (Chromium ~40 payload types for video, a
 # few candidates per interface), far below what makes aiortc's pairwise loops slow.

@@ -1,23 +1,25 @@
 """The seed-002 methods: room rules from `aiosfu.room`, media from an `Sfu`.
 
 Each handler validates against the room state first, then calls the media plane, then
-commits the state change and tells the other peers. Anything a handler raises as
-`RoomError`, `SfuError` or `ProtocolError` becomes an `ok:false` response with its code.
+commits the state change and tells the other peers. Anything a handler raises as a
+`CodedError` (`RoomError`, `SfuError`, `ProtocolError`) becomes an `ok:false` response with
+its code.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
+from aiosfu.contract import CodedError, ErrorCode, Recording, SfuError
 from aiosfu.log import get_logger
 from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
-from aiosfu.sfu.interface import Recording, Sfu, SfuError
+from aiosfu.sfu.interface import Sfu
 from aiosfu.signal import protocol
 from aiosfu.signal.access import AccessControl
-from aiosfu.signal.auth import AuthError
+from aiosfu.signal.coalesce import Coalescer
+from aiosfu.signal.grants import Grants
 from aiosfu.signal.limits import RATE_LIMITED
 from aiosfu.signal.protocol import (
     BroadcastData,
@@ -33,7 +35,7 @@ from aiosfu.signal.protocol import (
     UnsubscribeData,
 )
 from aiosfu.signal.sdp_guard import check_offer
-from aiosfu.signal.session import PeerSession
+from aiosfu.signal.session import PeerSession, encode
 
 log = get_logger("aiosfu.signal")
 
@@ -48,6 +50,7 @@ class SignalService:
         signal_id: str,
         auto_record: Callable[[str], bool] = lambda rid: False,
         access: AccessControl | None = None,
+        room_count_interval: float = 1.0,
     ) -> None:
         self.access = access or AccessControl()
         # Extensions may refuse a join (raise) and add fields to its response (TURN
@@ -66,6 +69,10 @@ class SignalService:
         # their own sections to stats().
         self.departure_listeners: list[Callable[[str, str | None], None]] = []
         self.stat_sources: dict[str, Callable[[], Any]] = {}
+        # Large rooms (docs/large-rooms.md): members hear the head count at most this often.
+        self.room_counts = Coalescer(room_count_interval, self._send_room_count)
+        # Publications whose transport has not connected yet: not announced until it has.
+        self.connecting: set[str] = set()
         self.register("join", JoinData, self.join)
         self.register("leave", LeaveData, self.leave)
         self.register("keepalive", KeepaliveData, self.keepalive)
@@ -122,7 +129,7 @@ class SignalService:
             if session.bucket is not None and not session.bucket.take():
                 raise ProtocolError(RATE_LIMITED, "too many requests; slow down")
             return protocol.response_ok(request.id, await handler(session, data))
-        except (ProtocolError, RoomError, SfuError, AuthError) as exc:
+        except CodedError as exc:
             if isinstance(exc, ProtocolError) and request_id is None:
                 request_id = exc.request_id
             log.info("request-refused", uid=session.uid, code=exc.code, reason=exc.reason)
@@ -130,7 +137,7 @@ class SignalService:
         except Exception:
             log.exception("request-failed", uid=session.uid)
             return protocol.response_error(
-                request_id, protocol.INTERNAL_ERROR, "the server failed to handle this request"
+                request_id, ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"
             )
 
     # --- notifications --------------------------------------------------------------
@@ -147,19 +154,32 @@ class SignalService:
     async def notify_room(
         self, room: Room, method: str, data: dict[str, Any], exclude: str | None = None
     ) -> None:
-        message = protocol.notification(method, data)
-        sends = [
-            s.send(message)
-            for uid in list(room.members)
-            if uid != exclude and (s := self.sessions.get(uid)) is not None
-        ]
-        await asyncio.gather(*sends)
+        self.notify_many(room.members, method, data, exclude)
+
+    def notify_many(
+        self, uids: Iterable[str], method: str, data: dict[str, Any], exclude: str | None = None
+    ) -> None:
+        """One event to many peers: encoded once, the same text queued for each of them."""
+        text = encode(protocol.notification(method, data))
+        sessions = self.sessions
+        for uid in uids:
+            if uid != exclude and (session := sessions.get(uid)) is not None:
+                session.send_text(text)
+
+    def _count_changed(self, room: Room) -> None:
+        if room.audience_mode:
+            self.room_counts.changed(room.rid)
+
+    def _send_room_count(self, rid: str) -> None:
+        room = self.rooms.get(rid)
+        if room is not None:
+            self.notify_many(room.members, "room-count", {"rid": rid, "members": len(room.members)})
 
     # --- the seed-002 methods -------------------------------------------------------
 
     def _check_sfu(self, sfuid: str) -> None:
         if sfuid and sfuid != self.sfu.sfuid:
-            raise ProtocolError(protocol.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
+            raise ProtocolError(ErrorCode.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
 
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
         existing = self.rooms.get(data.rid)
@@ -175,20 +195,26 @@ class SignalService:
             self._event("room_started", data.rid, bizid=room.bizid)
         session.rooms.add(data.rid)
         session.grants[data.rid] = grants
+        self._seat(room, session.uid, grants)
         self._event("participant_joined", data.rid, uid=session.uid, hidden=member.hidden)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
         if not member.hidden:
-            await self.notify_room(
-                room,
+            self.notify_many(
+                room.told_of(session.uid),
                 "peer-join",
                 {"rid": data.rid, "uid": session.uid, "bizid": bizid},
-                exclude=session.uid,
             )
+        self._count_changed(room)
         response: dict[str, Any] = {
-            "pubs": [_pub_info(p) for p in room.publications.values() if p.has_media],
+            "pubs": [
+                _pub_info(p)
+                for p in room.publications.values()
+                if p.has_media and p.mid not in self.connecting
+            ],
             "users": [
                 {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
-                for m in room.visible_others(session.uid)
+                for m in room.listed_for(session.uid)
+                if not m.hidden
             ],
         }
         # Seed 002's exact response for a plain room; the mode and capacity when they matter.
@@ -215,8 +241,9 @@ class SignalService:
         for listener in self.departure_listeners:
             listener(session.uid, rid)
         await self.sfu.close_peer(rid, session.uid)
-        for pub in [p for p in departure.publications if p.has_media]:
-            self._event("track_unpublished", rid, uid=pub.uid, mid=pub.mid)
+        for pub in departure.publications:
+            if pub.has_media and pub.mid not in self.connecting:  # it was announced
+                self._event("track_unpublished", rid, uid=pub.uid, mid=pub.mid)
         self._event("participant_left", rid, uid=session.uid)
         if self.rooms.get(rid) is None:
             self._event("room_finished", rid)
@@ -226,13 +253,21 @@ class SignalService:
     async def _announce_departure(self, rid: str, departure: Departure) -> None:
         room = self.rooms.get(rid)
         if room is None:
+            self.room_counts.forget(rid)
             return
-        for pub in [p for p in departure.publications if p.has_media]:
+        announced = [
+            p for p in departure.publications if p.has_media and p.mid not in self.connecting
+        ]
+        self.connecting.difference_update(p.mid for p in departure.publications)
+        for pub in announced:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
         if not departure.member.hidden:
-            await self.notify_room(room, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+            self.notify_many(
+                departure.told, "peer-leave", {"rid": rid, "uid": departure.member.uid}
+            )
+        self._count_changed(room)
 
     async def keepalive(self, session: PeerSession, data: KeepaliveData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid)
@@ -258,11 +293,10 @@ class SignalService:
         room = self.rooms.get(data.rid)
         if room is None or session.uid not in room.members:
             await self.sfu.unpublish(data.rid, published.mid)
-            raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
+            raise RoomError(ErrorCode.NOT_IN_ROOM, f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         if pub.has_media:  # a data-only publish has nothing to subscribe to
-            self._event("track_published", data.rid, uid=pub.uid, mid=pub.mid, minfo=minfo)
-            await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
+            self.connecting.add(pub.mid)  # announced once its transport connects
             if self.auto_record(data.rid):
                 await self._record_automatically(pub)
         return {
@@ -270,6 +304,29 @@ class SignalService:
             "mid": published.mid,
             "sfuid": published.sfuid,
         }
+
+    def _seat(self, room: Room, uid: str, grants: Grants) -> None:
+        """With access control, grants decide who is audience (docs/large-rooms.md): a
+        room admin sees everyone from the start, and a member who may publish is never
+        audience; without it, the size threshold alone decides."""
+        if self.access.open:
+            return
+        if grants.roomAdmin:
+            room.promote(uid)
+        elif grants.canPublish:
+            room.early.add(uid)
+
+    def _announce_publisher(self, room: Room, uid: str) -> None:
+        """A publisher sees everyone and is seen by everyone (audience mode)."""
+        untold = room.promote(uid)
+        member = room.members[uid]
+        if untold and not member.hidden:
+            info = {"rid": room.rid, "uid": uid, "bizid": member.bizid}
+            self.notify_many(untold, "peer-join", info)
+        for other in untold:
+            if not room.members[other].hidden:
+                info = {"rid": room.rid, "uid": other, "bizid": room.members[other].bizid}
+                self.notify_many((uid,), "peer-join", info)
 
     async def unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
@@ -287,7 +344,8 @@ class SignalService:
         if mid not in room.publications:
             return
         pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
-        if not pub.has_media:
+        if not pub.has_media or mid in self.connecting:  # never announced
+            self.connecting.discard(mid)
             return
         self._event("track_unpublished", room.rid, uid=pub.uid, mid=mid)
         await self.notify_room(
@@ -379,15 +437,34 @@ class SignalService:
 
     # --- media ended on its own (SfuListener) -----------------------------------------
 
-    async def publication_ended(self, rid: str, mid: str) -> None:
+    async def publication_connected(self, rid: str, mid: str) -> None:
         room = self.rooms.get(rid)
-        if room is not None:
-            await self._remove_publication(room, mid)
+        pub = room.publications.get(mid) if room is not None else None
+        if room is None or pub is None or mid not in self.connecting:
+            return
+        self.connecting.discard(mid)
+        self._announce_publisher(room, pub.uid)
+        self._event("track_published", rid, uid=pub.uid, mid=mid, minfo=pub.minfo)
+        await self.notify_room(room, "stream-add", _pub_info(pub), exclude=pub.uid)
+        log.info("stream-announced", rid=rid, uid=pub.uid, mid=mid)
 
-    async def subscription_ended(self, rid: str, sid: str) -> None:
+    async def publication_ended(self, rid: str, mid: str, reason: str) -> None:
         room = self.rooms.get(rid)
-        if room is not None and sid in room.subscriptions:
-            room.remove_subscription(sid)
+        pub = room.publications.get(mid) if room is not None else None
+        if room is None or pub is None:
+            return
+        await self.notify(pub.uid, "publish-failed", {"rid": rid, "mid": mid, "reason": reason})
+        await self._remove_publication(room, mid)
+
+    async def subscription_ended(self, rid: str, sid: str, reason: str) -> None:
+        room = self.rooms.get(rid)
+        sub = room.subscriptions.get(sid) if room is not None else None
+        if room is None or sub is None:
+            return
+        room.remove_subscription(sid)
+        await self.notify(
+            sub.uid, "subscribe-failed", {"rid": rid, "mid": sub.mid, "sid": sid, "reason": reason}
+        )
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,10 @@ from aiosfu.signal.limits import TokenBucket
 log = get_logger("aiosfu.signal")
 
 
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
 class PeerSession:
     def __init__(
         self,
@@ -61,9 +65,13 @@ class PeerSession:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a frame for the peer; returns at once whatever the peer's socket does."""
+        self.send_text(encode(message))
+
+    def send_text(self, text: str) -> None:
+        """Queue an already encoded frame: a room event is encoded once for all its
+        recipients (`encode`), and this costs each of them one append."""
         if self.ws.closed or self._overflowed:
             return
-        text = json.dumps(message, separators=(",", ":"))
         if self._pending + len(text) > self.outbox_bytes:
             self._overflowed = True
             log.warning("peer-too-slow", uid=self.uid, unsent_bytes=self._pending)

@@ -156,8 +156,11 @@ class Emitter {
 
 /**
  * One signaling connection. Events: every server notification by method name
- * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`),
- * plus `close` ({code, reason}) when the socket ends and `keepalive-error`.
+ * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`;
+ * `publish-failed` {rid, mid, reason} and `subscribe-failed` {rid, mid, sid,
+ * reason} when the server removed one of ours whose media transport did not
+ * connect, the peer connection being closed here first), plus `close`
+ * ({code, reason}) when the socket ends and `keepalive-error`.
  */
 /**
  * Browsers decode Opus as mono unless their own description asks for stereo
@@ -561,6 +564,11 @@ export class Client extends Emitter {
         if (data.uid === this.uid) this._dropPublication(data.mid);
         const attempt = this._subscribing.get(data.mid);
         if (attempt) attempt.cancelled = true;
+      } else if (msg.method === "publish-failed") {
+        // Our transport never connected (or failed): the server removed the stream.
+        if (this.publications.has(data.mid)) this._dropPublication(data.mid);
+      } else if (msg.method === "subscribe-failed") {
+        if (this.subscriptions.get(data.mid)?.sid === data.sid) this._dropSubscription(data.mid);
       }
       if (msg.method === "grants-updated" && data.uid === this.uid) {
         this.grants.set(data.rid, data.grants);

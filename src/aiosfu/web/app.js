@@ -128,6 +128,11 @@ async function join(rid, uid, withMedia) {
     if (who === self) fail(new Error(`${by} removed you from the room`));
     else removeParticipant(who);
   });
+  c.on("publish-failed", ({ reason }) => showStatus(`camera not published: ${reason}`, "error"));
+  c.on("subscribe-failed", ({ mid, reason }) => {
+    dropSubscription(mid);
+    showStatus(`video of ${mid} lost: ${reason}`, "error");
+  });
   c.on("broadcast", ({ uid: who, data }) => {
     if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
   });
