@@ -7,6 +7,7 @@ state change, nobody else disturbed); each grant is also checked the other way r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from aiosfu.client import Client, SignalingError
+from aiosfu.client import Client, Publication, SignalingError
 from aiosfu.signal.auth import mint_token
 from aiosfu.signal.grants import Grants, for_role
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
@@ -50,6 +51,12 @@ def keyed(tmp_path: Path) -> Iterator[ServerProcess]:
 
 async def connect(server: ServerProcess, uid: str, role: Grants | str = "student") -> Client:
     return await Client.connect(server.ws_url, uid, token=token(uid, role))
+
+
+async def announced(publication: Publication) -> None:
+    """A stream is listed to joiners once its transport connects (docs/protocol.md)."""
+    await wait_for(lambda: publication.pc.connectionState == "connected", 10)
+    await asyncio.sleep(0.2)  # the server sees it connect at about the same time
 
 
 async def refused(call: Any, code: str, word: str) -> None:
@@ -230,6 +237,7 @@ async def test_hidden_members_are_not_announced(keyed: ServerProcess) -> None:
     teacher = await connect(keyed, "teacher", "teacher")
     await teacher.join(ROOM)
     publication = await teacher.publish(ROOM, [PatternTrack()])
+    await announced(publication)
     start = teacher.signaling.received
     inspector = await connect(keyed, "inspector", "observer")
     joined = await inspector.join(ROOM)

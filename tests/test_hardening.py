@@ -268,8 +268,9 @@ async def test_limits_refuse_only_the_peer_past_them(limited: ServerProcess) -> 
         return_exceptions=True,
     )
     codes = [r.code for r in replies if isinstance(r, SignalingError)]
-    # About the burst passes (the refused join above took one token, refills add a few).
-    assert codes.count("rate-limited") >= 40 and 25 <= codes.count("not-in-room") <= 40, codes
+    # (Past its rate a socket is also read only at its rate, so tokens come back meanwhile.)
+    assert codes.count("rate-limited") >= 10 and codes.count("not-in-room") >= 25, codes
+    assert set(codes) == {"rate-limited", "not-in-room"}
     assert (await student.request("keepalive", {"rid": "class"})) == {}
     await asyncio.sleep(1.0)  # the bucket refills
     await refused(late.request("keepalive", {"rid": "x"}), "not-in-room", "x")

@@ -12,6 +12,7 @@ from aiosfu.sfu.local import LocalSfu, SfuSettings
 from aiosfu.sfu.nat import nat_mapping
 from aiosfu.signal import turn
 from aiosfu.signal.access import AccessControl
+from aiosfu.signal.api import ServerApi
 from aiosfu.signal.auth import Authenticator
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes, authorize_admin
 from aiosfu.signal.limits import Limits, fit_to_file_limit
@@ -20,6 +21,7 @@ from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.session import PeerSession
 from aiosfu.signal.stage import Stage
+from aiosfu.signal.webhooks import Webhooks
 from aiosfu.signal.whip import add_whip_routes
 
 log = get_logger("aiosfu.app")
@@ -96,11 +98,21 @@ def build_app(config: Config) -> web.Application:
 
         service.join_extras.append(turn_credentials)
     P2PRelay(service)
-    Stage(service)
+    stage = Stage(service)
+    webhooks = Webhooks(
+        {
+            bizid: (i.webhooks, *next(iter(i.keys.items())))
+            for bizid, i in config.institutions.items()
+            if i.webhooks and i.keys
+        }
+    )
+    service.event_listeners.append(webhooks.on_event)
+    service.stat_sources["webhooks"] = webhooks.stats
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
     add_routes(app)
+    ServerApi(service, stage).add_routes(app)
     # After every extension has registered its methods, so all of them are counted.
     app.router.add_get("/metrics", metrics_handler(Metrics(service), authorize_admin))
     add_whip_routes(app, service)
@@ -127,6 +139,7 @@ def build_app(config: Config) -> web.Application:
         for session in list(service.sessions.values()):
             await session.close(1001, "server shutting down")
         await sfu.close()
+        await webhooks.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -30,6 +30,8 @@ class Institution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     keys: dict[str, str] = Field(default_factory=dict)
+    # Where its rooms' events are POSTed, signed with its first key (docs/security.md).
+    webhooks: list[str] = Field(default_factory=list)
 
 
 class SignalNodeConfig(BaseModel):

@@ -210,6 +210,7 @@ class Rooms:
     def __init__(self, policy: RoomPolicy | None = None) -> None:
         self.policy = policy or RoomPolicy()
         self._rooms: dict[str, Room] = {}
+        self.created: dict[str, tuple[Mode, int]] = {}  # made ahead of any member (server API)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -263,7 +264,7 @@ class Rooms:
         return room
 
     def _new_room(self, rid: str, mode: Mode | None, capacity: int | None) -> Room:
-        preset = self.policy.presets.get(rid)
+        preset = self.created.get(rid) or self.policy.presets.get(rid)
         if preset is not None:
             return Room(rid, *preset)  # join() then checks the joiner's values against it
         chosen: Mode = mode or self.policy.default_mode

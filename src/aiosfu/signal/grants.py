@@ -33,6 +33,7 @@ class Grants(BaseModel):
     roomAdmin: StrictBool = False
     roomRecord: StrictBool = False
     roomList: StrictBool = False  # the server API and /stats: every room of the server
+    roomCreate: StrictBool = False  # the server API: create and delete rooms
     canPublish: StrictBool = True
     canPublishSources: tuple[Source, ...] = ()  # empty: every source
     canSubscribe: StrictBool = True

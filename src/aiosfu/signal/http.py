@@ -116,6 +116,13 @@ async def _serve_socket(
                 else:
                     response = await service.handle(session, message.data)
                 await session.send(response)
+                # aiohttp hands out a socket's buffered frames without yielding: let the
+                # other sockets in between, and read a peer past its rate no faster than
+                # its rate, so a flood fills its own TCP window instead of our event loop.
+                if response.get("errorCode") == ErrorCode.RATE_LIMITED:
+                    await asyncio.sleep(1.0 / config.rate_limit)
+                else:
+                    await asyncio.sleep(0)
             elif message.type == WSMsgType.BINARY:
                 await session.send(
                     protocol.response_error(

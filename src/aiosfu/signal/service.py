@@ -57,6 +57,9 @@ class SignalService:
         # credentials, the stage's raised hands): called with the session and the rid.
         self.join_checks: list[Callable[[PeerSession, str], None]] = []
         self.join_extras: list[Callable[[PeerSession, str], dict[str, Any]]] = []
+        # What happened, for the institution's backend (webhooks): (event, rid, details).
+        # Called synchronously; a listener only queues.
+        self.event_listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.rooms = rooms
         self.sfu = sfu
         self.signal_id = signal_id
@@ -141,6 +144,10 @@ class SignalService:
 
     # --- notifications --------------------------------------------------------------
 
+    def _event(self, event: str, rid: str, **details: Any) -> None:
+        for listener in self.event_listeners:
+            listener(event, rid, details)
+
     async def notify(self, uid: str, method: str, data: dict[str, Any]) -> None:
         session = self.sessions.get(uid)
         if session is not None:
@@ -187,9 +194,11 @@ class SignalService:
         room = self.rooms.join(data.rid, member, data.mode, data.capacity)
         if existing is None:
             room.bizid = bizid if identity is not None else ""
+            self._event("room_started", data.rid, bizid=room.bizid)
         session.rooms.add(data.rid)
         session.grants[data.rid] = grants
         self._seat(room, session.uid, grants)
+        self._event("participant_joined", data.rid, uid=session.uid, hidden=member.hidden)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
         if not member.hidden:
             self.notify_many(
@@ -234,6 +243,12 @@ class SignalService:
         for listener in self.departure_listeners:
             listener(session.uid, rid)
         await self.sfu.close_peer(rid, session.uid)
+        for pub in departure.publications:
+            if pub.has_media and pub.mid not in self.connecting:  # it was announced
+                self._event("track_unpublished", rid, uid=pub.uid, mid=pub.mid)
+        self._event("participant_left", rid, uid=session.uid)
+        if self.rooms.get(rid) is None:
+            self._event("room_finished", rid)
         await self._announce_departure(rid, departure)
         log.info("leave", rid=rid, uid=session.uid)
 
@@ -339,6 +354,7 @@ class SignalService:
             for uid in {s.uid for s in orphaned}:
                 await self.notify(uid, "stream-remove", info)
             return
+        self._event("track_unpublished", room.rid, uid=pub.uid, mid=mid)
         await self.notify_room(
             room,
             "stream-remove",
@@ -420,6 +436,8 @@ class SignalService:
             await self.notify_room(room, "record-started", _recording_info(recording))
 
     async def recording_stopped(self, recording: Recording) -> None:
+        info = {k: v for k, v in _recording_info(recording).items() if k != "rid"}
+        self._event("recording_finished", recording.rid, **info)
         room = self.rooms.get(recording.rid)
         if room is not None:
             await self.notify_room(room, "record-stopped", _recording_info(recording))
@@ -433,6 +451,7 @@ class SignalService:
             return
         self.connecting.discard(mid)
         self._announce_publisher(room, pub.uid)
+        self._event("track_published", rid, uid=pub.uid, mid=mid, minfo=pub.minfo)
         await self.notify_room(room, "stream-add", _pub_info(pub), exclude=pub.uid)
         log.info("stream-announced", rid=rid, uid=pub.uid, mid=mid)
 

@@ -96,22 +96,27 @@ class Stage:
     async def update_grants(self, session: PeerSession, data: UpdateGrantsData) -> dict[str, Any]:
         room = self._room(session, data.rid)
         self.service.access.admin(session, data.rid)
-        target = self._target(room, data.uid)
-        changes = data.grants.model_dump(exclude_none=True)
-        if "canPublishSources" in changes:
-            changes["canPublishSources"] = tuple(changes["canPublishSources"])
-        grants = updated(self.service.access.grants(target, data.rid), changes)
-        target.grants[data.rid] = grants
-        log.info("grants-updated", rid=data.rid, uid=data.uid, by=session.uid, **changes)
+        grants = await self.apply_grants(room, data.uid, data.grants, session.uid)
+        return {"grants": grants.claim()}
+
+    async def apply_grants(self, room: Room, uid: str, changes: GrantChanges, by: str) -> Grants:
+        """Change a member's grants (the caller checked who may) and enforce them now."""
+        target = self._target(room, uid)
+        values = changes.model_dump(exclude_none=True)
+        if "canPublishSources" in values:
+            values["canPublishSources"] = tuple(values["canPublishSources"])
+        grants = updated(self.service.access.grants(target, room.rid), values)
+        target.grants[room.rid] = grants
+        log.info("grants-updated", rid=room.rid, uid=uid, by=by, **values)
         await self.service.notify_room(
             room,
             "grants-updated",
-            {"rid": data.rid, "uid": data.uid, "grants": grants.claim(), "by": session.uid},
+            {"rid": room.rid, "uid": uid, "grants": grants.claim(), "by": by},
         )
         await self._withdraw(room, target, grants)
-        if grants.canPublish and data.uid in self.hands.get(data.rid, []):
-            await self._lower(room, data.uid)
-        return {"grants": grants.claim()}
+        if grants.canPublish and uid in self.hands.get(room.rid, []):
+            await self._lower(room, uid)
+        return grants
 
     async def _withdraw(self, room: Room, target: PeerSession, grants: Grants) -> None:
         """End what `grants` no longer cover, now: a student taken off stage stops being
@@ -137,39 +142,39 @@ class Stage:
         pub = room.publication(data.mid)
         if pub.uid != session.uid:
             self.service.access.admin(session, data.rid)
-        await self.service.sfu.pause(data.rid, data.mid, data.kind, data.muted)
-        kinds = self.muted.setdefault(data.mid, set())
-        if data.muted:
-            kinds.add(data.kind)
+        await self.set_muted(room, data.mid, data.kind, data.muted, session.uid)
+        return {}
+
+    async def set_muted(self, room: Room, mid: str, kind: str, muted: bool, by: str) -> None:
+        pub = room.publication(mid)
+        await self.service.sfu.pause(room.rid, mid, kind, muted)
+        kinds = self.muted.setdefault(mid, set())
+        if muted:
+            kinds.add(kind)
         else:
-            kinds.discard(data.kind)
+            kinds.discard(kind)
         await self.service.notify_room(
             room,
             "stream-muted",
-            {
-                "rid": data.rid,
-                "uid": pub.uid,
-                "mid": data.mid,
-                "kind": data.kind,
-                "muted": data.muted,
-                "by": session.uid,
-            },
+            {"rid": room.rid, "uid": pub.uid, "mid": mid, "kind": kind, "muted": muted, "by": by},
         )
-        return {}
 
     async def remove(self, session: PeerSession, data: RemoveData) -> dict[str, Any]:
         room = self._room(session, data.rid)
         self.service.access.admin(session, data.rid)
         if data.uid == session.uid:
             raise forbidden("to leave a room, use leave")
-        target = self._target(room, data.uid)
-        self.removed.setdefault(data.rid, set()).add(data.uid)
-        await self.service.notify_room(
-            room, "peer-removed", {"rid": data.rid, "uid": data.uid, "by": session.uid}
-        )
-        await self.service._leave(target, data.rid)
-        log.info("peer-removed", rid=data.rid, uid=data.uid, by=session.uid)
+        await self.remove_member(room, data.uid, session.uid)
         return {}
+
+    async def remove_member(self, room: Room, uid: str, by: str) -> None:
+        target = self._target(room, uid)
+        self.removed.setdefault(room.rid, set()).add(uid)
+        await self.service.notify_room(
+            room, "peer-removed", {"rid": room.rid, "uid": uid, "by": by}
+        )
+        await self.service._leave(target, room.rid)
+        log.info("peer-removed", rid=room.rid, uid=uid, by=by)
 
     # --- anyone's hand ---------------------------------------------------------------
 
