@@ -26,6 +26,7 @@ upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -33,11 +34,13 @@ from typing import Any
 import pylibsrtp
 from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.clock import current_ntp_time
-from aiortc.codecs import is_rtx
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS, is_rtx
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
     RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
@@ -57,15 +60,17 @@ from aiortc.rtp import (
 )
 
 from aiosfu.log import get_logger
-from aiosfu.sfu.rewrite import OutputParams
+from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
+from aiosfu.sfu.uplink import Uplink
 
 log = get_logger("aiosfu.sfu.fastpath")
 
-NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 CONNECTED = DtlsState.CONNECTED
 Send = Callable[[bytes | bytearray, bytes], None]
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
 DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
+# aiortc's own extensions use IDs 1-3; BUNDLE shares one ID space across kinds.
+TRANSPORT_CC_ID = 5
 
 # The private attributes used below; checked by tests so an aiortc upgrade fails loudly.
 RECEIVER_PRIVATE = (
@@ -87,6 +92,31 @@ SENDER_PRIVATE = (
 )
 # read off an RTCDtlsTransport by the fast paths (public-looking, but not public API)
 DTLS_PRIVATE = ("_state", "_rx_srtp", "_tx_srtp", "_rtp_router", "_rtp_header_extensions_map")
+
+
+def negotiate_transport_cc() -> None:
+    """Make aiortc answer transport-wide congestion control to peers that offer it.
+
+    aiortc knows the header extension's wire format but offers neither it nor the
+    `transport-cc` RTCP feedback, and answers intersect the offer with these two module
+    tables, so they gain one entry each. Browsers then drive their send-side controller
+    from our feedback (publishers) and ask for the sequence numbers on what we send them
+    (subscribers). Idempotent; affects every peer connection in this process.
+    """
+    for kind in ("audio", "video"):
+        extensions = HEADER_EXTENSIONS[kind]
+        if not any(e.uri == URI_TRANSPORT_CC for e in extensions):
+            extensions.append(
+                RTCRtpHeaderExtensionParameters(id=TRANSPORT_CC_ID, uri=URI_TRANSPORT_CC)
+            )
+        for codec in CODECS[kind]:
+            feedback = RTCRtcpFeedback(type="transport-cc")
+            if not is_rtx(codec) and feedback not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(feedback)
+
+
+def uses_transport_cc(parameters: RTCRtpReceiveParameters | RTCRtpSendParameters) -> bool:
+    return any(e.uri == URI_TRANSPORT_CC for e in parameters.headerExtensions)
 
 
 def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
@@ -166,6 +196,15 @@ def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
     return unprotect
 
 
+def connection_uplink(pc: Any) -> Uplink | None:
+    """The transport-cc feedback state of a publisher's peer connection, if negotiated."""
+    for transceiver in pc.getTransceivers():
+        uplink = getattr(transceiver.receiver, "uplink", None)
+        if uplink is not None:
+            return uplink
+    return None
+
+
 def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
     """aioice's nominated candidate pair under this DTLS transport, if ICE has one."""
     connection = getattr(dtls.transport, "_connection", None)
@@ -215,9 +254,11 @@ class FastIngress:
         transport = protocol.transport
         sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
         max_size = getattr(transport, "max_size", 256 * 1024)
+        monotonic_ns = time.monotonic_ns
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            handle(data, addr)
+            # asyncio read this datagram just now: this is its arrival time.
+            handle(data, addr, monotonic_ns() // 1000)
             if sock is None:
                 return
             # A video frame arrives as a burst of packets: take what else is already
@@ -227,9 +268,9 @@ class FastIngress:
                     data, addr = sock.recvfrom(max_size)
                 except OSError:  # drained (or an error asyncio will see on its next read)
                     return
-                handle(data, addr)
+                handle(data, addr, monotonic_ns() // 1000)
 
-        def handle(data: bytes, addr: tuple[Any, ...]) -> None:
+        def handle(data: bytes, addr: tuple[Any, ...], arrival_us: int) -> None:
             # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
             if 127 < data[0] < 192 and len(data) > 12 and not 191 < data[1] < 224:
                 receiver = routes.get(from_bytes(data[8:12], "big"))
@@ -243,7 +284,7 @@ class FastIngress:
                         clear = unprotect(data)
                     except pylibsrtp.Error:
                         return
-                    receiver.ingest(clear)
+                    receiver.ingest(clear, arrival_us)
                     return
             fallback(data, addr)
 
@@ -271,6 +312,8 @@ class ForwardingReceiver(RTCRtpReceiver):
     _rtcp_tasks: set[asyncio.Task[None]]
     _failed: bool
     _rtx_payload_types: set[int]  # is_rtx() per packet costs a string split
+    # transport-cc feedback for the whole connection, shared by its receivers
+    uplink: Uplink | None
 
     @classmethod
     def adopt(
@@ -290,6 +333,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         receiver._rtcp_tasks = set()
         receiver._rtx_payload_types = set()
         receiver._failed = False
+        receiver.uplink = None
         return receiver
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
@@ -304,27 +348,46 @@ class ForwardingReceiver(RTCRtpReceiver):
             if encoding.rtx:
                 self._RTCRtpReceiver__rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
         self.transport._register_rtp_receiver(self, parameters)
+        # aiortc learns an RTX SSRC from its first packet, on its slow path; the fast
+        # ingress routes by SSRC, so tell it now (retransmissions and probes are RTX).
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                self.transport._rtp_router.ssrc_table.setdefault(encoding.rtx.ssrc, self)
+        if uses_transport_cc(parameters):
+            self.uplink = self._connection_uplink()
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
         FastIngress.attach(self.transport)
 
+    def _connection_uplink(self) -> Uplink:
+        dtls = self.transport
+        uplink: Uplink | None = getattr(dtls, "_aiosfu_uplink", None)
+        if uplink is None:
+            ssrc = self._RTCRtpReceiver__rtcp_ssrc or random.getrandbits(32)
+            uplink = dtls._aiosfu_uplink = Uplink(dtls._send_rtp, ssrc)  # type: ignore[attr-defined]
+        return uplink
+
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        """aiortc's ingress up to (not including) depacketizing, then the Producer."""
-        accepted = self._accept(packet, arrival_time_ms)
+        """aiortc's ingress up to (not including) depacketizing, then the Producer.
+
+        Only what the fast ingress does not take comes here (before ICE nominates, an
+        SSRC not yet known); aiortc's arrival time is when its task got to the packet,
+        so ours, on the fast ingress's clock, is no worse."""
+        accepted = self._accept(packet, time.monotonic_ns() // 1000, len(packet.payload))
         while self._rtcp_out:
             await self._rtcp_out.pop(0)
         if accepted is not None:
             await self.on_rtp(accepted)
 
-    def ingest(self, data: bytes) -> None:
-        """The fast path's entry (FastIngress): a clear RTP datagram, handled at once."""
+    def ingest(self, data: bytes, arrival_us: int) -> None:
+        """The fast path's entry (FastIngress): a clear RTP datagram read from the socket
+        at `arrival_us` (time.monotonic_ns() // 1000), handled at once."""
         try:
             packet = RtpPacket.parse(data, self.transport._rtp_header_extensions_map)
         except ValueError:
             return
-        arrival_time_ms = int((time.time() + NTP_EPOCH_OFFSET) * 1000)  # as aiortc's clock
         try:
-            accepted = self._accept(packet, arrival_time_ms)
+            accepted = self._accept(packet, arrival_us, len(data))
             if accepted is not None and self.forward is not None:
                 self.forward(accepted)
         except Exception:
@@ -338,16 +401,26 @@ class ForwardingReceiver(RTCRtpReceiver):
             task.add_done_callback(self._rtcp_tasks.discard)
         self._rtcp_out.clear()
 
-    def _accept(self, packet: RtpPacket, arrival_time_ms: int) -> RtpPacket | None:
-        """aiortc's ingress work, synchronously: REMB estimate, receive statistics, RTX
-        unwrap, NACK generation. RTCP it calls for is queued in `_rtcp_out`."""
+    def _accept(self, packet: RtpPacket, arrival_us: int, size: int) -> RtpPacket | None:
+        """aiortc's ingress work, synchronously: congestion feedback (transport-cc, or
+        REMB for a peer that offered only that), receive statistics, RTX unwrap, NACK
+        generation. RTCP it calls for is queued in `_rtcp_out`."""
         if not self._enabled:
             return None
-        estimator: RemoteBitrateEstimator | None = self._RTCRtpReceiver__remote_bitrate_estimator
+        uplink = self.uplink
+        transport_sequence = packet.extensions.transport_sequence_number
+        estimator: RemoteBitrateEstimator | None
+        if uplink is not None and transport_sequence is not None:
+            # The peer runs its own controller on our feedback; a REMB from aiortc's
+            # receive-side estimator would only cap it.
+            uplink.record(transport_sequence, packet.ssrc, arrival_us, size)
+            estimator = None
+        else:
+            estimator = self._RTCRtpReceiver__remote_bitrate_estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
                 abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_time_ms,
+                arrival_time_ms=arrival_us // 1000,
                 payload_size=len(packet.payload) + packet.padding_size,
                 ssrc=packet.ssrc,
             )
@@ -382,6 +455,11 @@ class ForwardingReceiver(RTCRtpReceiver):
         if nack_generator is not None and nack_generator.add(packet):
             self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, sorted(nack_generator.missing)))
         return packet
+
+    async def stop(self) -> None:
+        if self.uplink is not None:
+            self.uplink.close()
+        await super().stop()
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         await super()._handle_rtcp_packet(packet)

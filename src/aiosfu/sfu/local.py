@@ -25,7 +25,13 @@ from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
 from aiosfu.record import RecordingManager
-from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
+from aiosfu.sfu.aiortc_hooks import (
+    ForwardingReceiver,
+    ForwardingSender,
+    NeverTrack,
+    connection_uplink,
+    negotiate_transport_cc,
+)
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
@@ -132,6 +138,7 @@ def _codec_preferences(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCo
 class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
+        negotiate_transport_cc()
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}
@@ -347,6 +354,7 @@ class LocalSfu:
                     "uid": t.uid,
                     "state": t.pc.connectionState,
                     "producers": [p.stats() for p in t.producers],
+                    "uplink": (u.stats() if (u := connection_uplink(t.pc)) else None),
                 }
                 for mid, t in self.publishers.items()
             },

@@ -1,0 +1,84 @@
+"""One publisher connection's receive side of congestion control: transport-cc feedback.
+
+A browser's send-side controller (GCC) sets its encoder's target from when each of its
+packets arrived. Audio and video share one transport-wide sequence (BUNDLE), so there is
+one `Uplink` per publisher connection, fed by every receiver on it. Arrival times are the
+socket read times the fast ingress takes (`aiortc_hooks.FastIngress`), never the time a
+packet got its turn on the event loop: feedback that includes the server's own scheduling
+delay reads to GCC as queueing on the network, and it backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiosfu.log import get_logger
+from aiosfu.sfu.twcc import FeedbackGenerator
+
+log = get_logger("aiosfu.sfu.uplink")
+
+POLL_INTERVAL = 0.02  # seconds between looks at whether feedback is due (it is every 50-250 ms)
+IDLE_AFTER_US = 2_000_000  # stop polling after this long without a packet
+
+SendRtcp = Callable[[bytes], Awaitable[None]]
+
+
+def now_us() -> int:
+    """The clock arrival times are taken on (monotonic, µs)."""
+    return time.monotonic_ns() // 1000
+
+
+class Uplink:
+    def __init__(self, send_rtcp: SendRtcp, sender_ssrc: int) -> None:
+        self._send_rtcp = send_rtcp
+        self.feedback = FeedbackGenerator(sender_ssrc=sender_ssrc, media_ssrc=0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_arrival_us = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.packets = 0
+        self.feedback_sent = 0
+
+    def record(self, sequence_number: int, ssrc: int, arrival_us: int, size: int) -> None:
+        """One packet that carried the transport-wide sequence number extension."""
+        self.packets += 1
+        self._last_arrival_us = arrival_us
+        if not self.feedback.media_ssrc:
+            self.feedback.media_ssrc = ssrc
+        self.feedback.record(sequence_number, arrival_us, size)
+        if self._timer is None and not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._poll)
+
+    def _poll(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = now_us()
+        for packet in self.feedback.poll(now):
+            self.feedback_sent += 1
+            task = asyncio.ensure_future(self._send(packet))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if now - self._last_arrival_us < IDLE_AFTER_US:
+            self._timer = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._poll)
+
+    async def _send(self, packet: bytes) -> None:
+        try:
+            await self._send_rtcp(packet)
+        except ConnectionError:
+            pass  # the connection is going away; its state change cleans up
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "transportCcPackets": self.packets,
+            "transportCcFeedbackSent": self.feedback_sent,
+            "feedbackIntervalMs": self.feedback.interval_us / 1000,
+        }
