@@ -1,0 +1,389 @@
+"""The bandwidth estimators on synthetic links: a sender that follows the estimate, a link
+that queues or polices, and the real transport-cc path (generator, wire, history) between.
+
+Times are simulated, so nothing here depends on the machine's speed."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from aiosfu.sfu.bwe import (
+    OveruseDetector,
+    RateWindow,
+    RembEstimator,
+    SendSideBwe,
+    TrendlineFilter,
+    Usage,
+)
+from aiosfu.sfu.twcc import FeedbackGenerator, PacketResult, SendHistory, decode
+
+PACKET = 1200  # bytes
+MS = 1_000
+
+
+@dataclass
+class Link:
+    """A bottleneck: a FIFO of `queue_ms` at `capacity_bps`, or (policer) a token bucket
+    that drops what exceeds the rate, as nftables' `limit rate over` does. Random loss and
+    per-packet jitter on top; `delay_us` one-way propagation."""
+
+    capacity_bps: float
+    queue_ms: float = 200
+    policer: bool = False
+    loss: float = 0.0
+    jitter_us: int = 0
+    delay_us: int = 20 * MS
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    _busy_until: float = 0.0
+    _tokens: float = 0.0
+    _last: float = 0.0
+
+    def transmit(self, send_us: int, size: int) -> int | None:
+        if self.loss and self.rng.random() < self.loss:
+            return None
+        if self.policer:
+            burst = 4 * PACKET
+            self._tokens = min(
+                burst, self._tokens + (send_us - self._last) * self.capacity_bps / 8e6
+            )
+            self._last = send_us
+            if self._tokens < size:
+                return None
+            self._tokens -= size
+            out = float(send_us)
+        else:
+            start = max(float(send_us), self._busy_until)
+            if start - send_us > self.queue_ms * MS:
+                return None  # tail drop: the buffer is full
+            out = start + size * 8e6 / self.capacity_bps
+            self._busy_until = out
+        jitter = self.rng.randint(0, self.jitter_us) if self.jitter_us else 0
+        return int(out) + self.delay_us + jitter
+
+
+@dataclass
+class Trace:
+    t_us: list[int] = field(default_factory=list)
+    estimate: list[int] = field(default_factory=list)
+    sent: int = 0
+    lost: int = 0
+    usage: list[Usage] = field(default_factory=list)
+    lost_after: dict[int, int] = field(default_factory=dict)
+
+    def at(self, t_s: float) -> int:
+        for t, e in zip(self.t_us, self.estimate, strict=True):
+            if t >= t_s * 1e6:
+                return e
+        return self.estimate[-1]
+
+    def mean(self, start_s: float, end_s: float) -> float:
+        vals = [
+            e
+            for t, e in zip(self.t_us, self.estimate, strict=True)
+            if start_s * 1e6 <= t < end_s * 1e6
+        ]
+        return sum(vals) / len(vals)
+
+    def first_below(self, bps: float, after_s: float) -> float | None:
+        for t, e in zip(self.t_us, self.estimate, strict=True):
+            if t >= after_s * 1e6 and e < bps:
+                return t / 1e6 - after_s
+        return None
+
+    def first_above(self, bps: float, after_s: float) -> float | None:
+        for t, e in zip(self.t_us, self.estimate, strict=True):
+            if t >= after_s * 1e6 and e > bps:
+                return t / 1e6 - after_s
+        return None
+
+
+def simulate(
+    duration_s: float,
+    link_at: Callable[[float], Link],
+    *,
+    source_bps: float = 5_000_000,
+    initial_bps: int = 1_000_000,
+    fixed_rate_bps: float | None = None,
+) -> Trace:
+    """A sender pacing 1200-byte packets at min(estimate, source), or at a fixed rate."""
+    bwe = SendSideBwe(initial_bps=initial_bps, min_bps=50_000, max_bps=20_000_000)
+    history = SendHistory()
+    gen = FeedbackGenerator(sender_ssrc=1, media_ssrc=2)
+    arrivals: list[tuple[int, int]] = []
+    feedback: deque[tuple[int, bytes]] = deque()
+    trace = Trace()
+    seq = 0
+    next_send = 0.0
+    now = 0
+    end = int(duration_s * 1e6)
+    gen.poll(0)
+    while now < end:
+        now += MS
+        link = link_at(now / 1e6)
+        rate = fixed_rate_bps or min(bwe.estimate_bps, source_bps)
+        while next_send <= now:
+            t = int(next_send)
+            history.on_sent(seq & 0xFFFF, t, PACKET)
+            arrival = link.transmit(t, PACKET)
+            trace.sent += 1
+            if arrival is None:
+                trace.lost += 1
+                trace.lost_after[t // 1_000_000] = trace.lost_after.get(t // 1_000_000, 0) + 1
+            else:
+                heapq.heappush(arrivals, (arrival, seq & 0xFFFF))
+            seq += 1
+            next_send += PACKET * 8e6 / rate
+        while arrivals and arrivals[0][0] <= now:
+            arrival, s = heapq.heappop(arrivals)
+            gen.record(s, arrival, PACKET)
+        if now % (10 * MS) == 0:
+            for packet in gen.poll(now):
+                feedback.append((now + 20 * MS, packet))
+        while feedback and feedback[0][0] <= now:
+            _, packet = feedback.popleft()
+            bwe.on_feedback(history.on_feedback(decode(packet)), now)
+            trace.t_us.append(now)
+            trace.estimate.append(bwe.estimate_bps)
+            trace.usage.append(bwe.delay.usage)
+    return trace
+
+
+def loss_fraction(trace: Trace, start_s: int, end_s: int, rate_bps: float) -> float:
+    lost = sum(trace.lost_after.get(s, 0) for s in range(start_s, end_s))
+    sent = (end_s - start_s) * rate_bps / (PACKET * 8)
+    return lost / sent
+
+
+# --- closed loop on synthetic links -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("capacity", [800_000, 1_500_000, 3_000_000])
+def test_steady_link_converges_near_capacity(capacity: int) -> None:
+    link = Link(capacity)
+    trace = simulate(60, lambda t: link, initial_bps=300_000)
+    mean = trace.mean(40, 60)
+    assert 0.75 * capacity <= mean <= 1.1 * capacity, mean
+
+
+def test_bottleneck_at_600k_is_found_within_seconds_and_lifting_it_recovers() -> None:
+    open_link = Link(5_000_000)
+    bottleneck = Link(600_000, queue_ms=200)
+
+    def link_at(t: float) -> Link:
+        return bottleneck if 30 <= t < 60 else open_link
+
+    trace = simulate(80, link_at, source_bps=2_000_000)
+    assert trace.at(29) >= 1_800_000  # the source rate, before the bottleneck
+    below = trace.first_below(600_000, after_s=30)
+    assert below is not None and below < 3, below
+    assert trace.mean(40, 60) <= 620_000
+    assert trace.mean(40, 60) >= 400_000
+    recovered = trace.first_above(900_000, after_s=60)
+    assert recovered is not None and recovered < 10, recovered
+
+
+def test_policer_at_600k_is_found_and_loss_stays_low() -> None:
+    open_link = Link(5_000_000)
+    policer = Link(600_000, policer=True)
+
+    def link_at(t: float) -> Link:
+        return policer if 30 <= t < 70 else open_link
+
+    trace = simulate(90, link_at, source_bps=2_000_000)
+    below = trace.first_below(600_000, after_s=30)
+    assert below is not None and below < 5, below
+    assert trace.mean(40, 70) <= 620_000
+    assert trace.mean(40, 70) >= 450_000
+    assert loss_fraction(trace, 40, 70, trace.mean(40, 70)) < 0.02
+    recovered = trace.first_above(900_000, after_s=70)
+    assert recovered is not None and recovered < 10, recovered
+
+
+def test_random_loss_of_5_percent_holds_the_estimate() -> None:
+    clean = Link(5_000_000)
+    lossy = Link(5_000_000, loss=0.05, rng=random.Random(7))
+
+    def link_at(t: float) -> Link:
+        return lossy if t >= 20 else clean
+
+    trace = simulate(60, link_at, source_bps=1_500_000)
+    before = trace.mean(15, 20)
+    assert before >= 1_400_000
+    assert trace.mean(40, 60) >= 0.8 * before
+    assert (
+        min(e for t, e in zip(trace.t_us, trace.estimate, strict=True) if t > 20e6) >= 0.6 * before
+    )
+
+
+def test_random_loss_of_5_percent_on_a_bottleneck_the_estimate_limits() -> None:
+    # Closed loop: the sender follows the estimate into a 1.5 Mbit/s queue, then 5% of
+    # packets are lost at random on top.
+    clean = Link(1_500_000)
+    lossy = Link(1_500_000, loss=0.05, rng=random.Random(11))
+    trace = simulate(80, lambda t: lossy if t >= 30 else clean)
+    before = trace.mean(20, 30)
+    assert before >= 1_100_000
+    assert trace.mean(50, 80) >= 0.7 * before
+
+
+def test_heavy_random_loss_brings_the_estimate_down() -> None:
+    # 30% loss is congestion by any reading of GCC: the estimate must yield.
+    lossy = Link(5_000_000, loss=0.3, rng=random.Random(3))
+    trace = simulate(30, lambda t: lossy, source_bps=2_000_000, initial_bps=2_000_000)
+    assert trace.at(10) < 1_000_000
+
+
+def test_queueing_delay_ramp_triggers_overuse() -> None:
+    # 1 Mbit/s sent into 900 kbit/s with a deep buffer: the queue grows 100 ms a second.
+    link = Link(900_000, queue_ms=5_000)
+    trace = simulate(6, lambda t: link, fixed_rate_bps=1_000_000)
+    overuse_at = next(
+        t for t, u in zip(trace.t_us, trace.usage, strict=True) if u is Usage.OVERUSING
+    )
+    assert overuse_at < 2e6
+    assert trace.at(3) < 900_000
+
+
+def test_jittery_arrivals_without_a_queue_are_not_overuse() -> None:
+    link = Link(50_000_000, jitter_us=20 * MS, rng=random.Random(5))
+    trace = simulate(30, link_at=lambda t: link, fixed_rate_bps=1_000_000)
+    overusing = sum(u is Usage.OVERUSING for u in trace.usage) / len(trace.usage)
+    assert overusing < 0.02, overusing
+    assert trace.mean(10, 30) >= 1_000_000
+
+
+def test_jitter_on_top_of_a_queue_ramp_still_reads_as_overuse() -> None:
+    link = Link(900_000, queue_ms=5_000, jitter_us=10 * MS, rng=random.Random(9))
+    trace = simulate(6, lambda t: link, fixed_rate_bps=1_000_000)
+    assert Usage.OVERUSING in trace.usage[: len(trace.usage) // 2]
+
+
+# --- the pieces --------------------------------------------------------------------------------
+
+
+def results(
+    send_arrivals: list[tuple[int, int | None]], start_seq: int = 0, size: int = PACKET
+) -> list[PacketResult]:
+    return [PacketResult(start_seq + i, s, size, a) for i, (s, a) in enumerate(send_arrivals)]
+
+
+def test_remb_caps_the_estimate_and_is_reported_as_the_limit() -> None:
+    bwe = SendSideBwe(initial_bps=1_000_000)
+    bwe.on_remb(400_000, 0)
+    assert bwe.estimate_bps == 400_000
+    assert bwe.stats()["limitedBy"] == "remb"
+
+
+def test_min_and_max_bound_the_estimate() -> None:
+    bwe = SendSideBwe(initial_bps=100_000, min_bps=100_000, max_bps=200_000)
+    bwe.on_remb(10_000, 0)
+    assert bwe.estimate_bps == 100_000
+    with pytest.raises(ValueError):
+        SendSideBwe(initial_bps=10, min_bps=100)
+
+
+def test_receiver_report_loss_drives_the_estimate_without_transport_cc() -> None:
+    bwe = SendSideBwe(initial_bps=1_000_000)
+    bwe.on_receiver_report(64, 1_000_000)  # 25% lost
+    assert bwe.estimate_bps == 875_000
+    bwe.on_receiver_report(64, 1_100_000)  # within 300 ms + rtt: one cut per interval
+    assert bwe.estimate_bps == 875_000
+    bwe.on_receiver_report(0, 4_000_000)  # one clean report could be luck: hold
+    assert bwe.estimate_bps == 875_000
+    bwe.on_receiver_report(0, 5_000_000)  # two in a row: grow 8% a second
+    assert bwe.estimate_bps == int(875_000 * 1.08 + 1000)
+
+
+def test_receiver_report_loss_is_ignored_while_transport_cc_flows() -> None:
+    bwe = SendSideBwe(initial_bps=1_000_000)
+    bwe.on_feedback(results([(0, 1000)]), 1_000_000)
+    bwe.on_receiver_report(128, 1_500_000)
+    assert bwe.estimate_bps == 1_000_000
+    bwe.on_receiver_report(128, 4_000_000)  # transport-cc stopped two seconds ago
+    assert bwe.estimate_bps < 1_000_000
+
+
+def test_stats_say_what_the_estimate_is_made_of() -> None:
+    stats = SendSideBwe().stats()
+    assert set(stats) == {
+        "estimateBps",
+        "limitedBy",
+        "delayBasedBps",
+        "usage",
+        "lossFraction",
+        "deliveredBps",
+        "rembBps",
+        "rttMs",
+    }
+    assert stats["estimateBps"] == 1_000_000 and stats["usage"] == "normal"
+
+
+def test_rate_window() -> None:
+    w = RateWindow(window_us=500_000, bins=10)
+    for i in range(100):  # 1200 bytes every 10 ms: 960 kbit/s
+        w.add(i * 10_000, PACKET)
+        if i < 50:
+            assert w.rate_bps() is None
+    assert w.rate_bps() == 960_000
+    w.add(5_000_000, PACKET)  # after a silence the old bins are gone
+    w.add(5_060_000, PACKET)
+    assert w.rate_bps() == PACKET * 8 * 1_000_000 // 450_000
+
+
+def test_trendline_slope_of_a_linear_ramp() -> None:
+    f = TrendlineFilter()
+    modified = 0.0
+    for i in range(100):
+        modified = f.update(1.0, i * 10.0)  # +1 ms delay every 10 ms: slope 0.1
+    assert f.trend == pytest.approx(0.1, rel=0.05)
+    assert modified == pytest.approx(60 * 0.1 * 4, rel=0.05)
+
+
+def test_detector_threshold_adapts_to_steady_noise() -> None:
+    d = OveruseDetector()
+    for i in range(2000):
+        d.detect(20.0 if i % 2 else -20.0, 0.0, 5.0, i * 5.0)
+    assert d.threshold > 19  # followed the noise up, so it no longer flags it
+    d2 = OveruseDetector()
+    for i in range(2000):
+        d2.detect(1.0, 0.0, 5.0, i * 5.0)
+    assert d2.threshold == 6.0  # and down to its floor on a quiet path
+
+
+# --- REMB for publishers without transport-cc ---------------------------------------------------
+
+
+def abs_send_time(t_us: int) -> int:
+    """24-bit 6.18 fixed-point seconds, as the abs-send-time extension carries."""
+    return (t_us * (1 << 18) // 1_000_000) & 0xFFFFFF
+
+
+def remb_trace(queue_us_per_packet: int) -> list[int]:
+    """REMB values for 30 s of a 960 kbit/s stream (1200 bytes every 10 ms, 50 ms away);
+    after 10 s a network queue grows by `queue_us_per_packet` per packet."""
+    remb = RembEstimator()
+    values = []
+    t = 0
+    for i in range(3000):
+        t += 10_000
+        queued = max(0, i - 1000) * queue_us_per_packet
+        out = remb.on_packet(t + 50_000 + queued, abs_send_time(t), PACKET, 1234)
+        if out is not None and t > 10_000_000:
+            assert out[1] == [1234]
+            values.append(out[0])
+    return values
+
+
+def test_remb_estimator_with_socket_arrival_times_keeps_the_rate() -> None:
+    assert min(remb_trace(0)) >= 960_000
+
+
+def test_remb_estimator_sees_a_queue_in_the_arrival_times_it_is_given() -> None:
+    # +0.2 ms per packet: the path carries 2% less than is sent.
+    assert min(remb_trace(200)) < 960_000
