@@ -5,11 +5,7 @@ Times are simulated, so nothing here depends on the machine's speed."""
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -21,144 +17,8 @@ from aiosfu.sfu.bwe import (
     TrendlineFilter,
     Usage,
 )
-from aiosfu.sfu.twcc import FeedbackGenerator, PacketResult, SendHistory, decode
-
-PACKET = 1200  # bytes
-MS = 1_000
-
-
-@dataclass
-class Link:
-    """A bottleneck: a FIFO of `queue_ms` at `capacity_bps`, or (policer) a token bucket
-    that drops what exceeds the rate, as nftables' `limit rate over` does. Random loss and
-    per-packet jitter on top; `delay_us` one-way propagation."""
-
-    capacity_bps: float
-    queue_ms: float = 200
-    policer: bool = False
-    loss: float = 0.0
-    jitter_us: int = 0
-    delay_us: int = 20 * MS
-    rng: random.Random = field(default_factory=lambda: random.Random(1))
-    _busy_until: float = 0.0
-    _tokens: float = 0.0
-    _last: float = 0.0
-
-    def transmit(self, send_us: int, size: int) -> int | None:
-        if self.loss and self.rng.random() < self.loss:
-            return None
-        if self.policer:
-            burst = 4 * PACKET
-            self._tokens = min(
-                burst, self._tokens + (send_us - self._last) * self.capacity_bps / 8e6
-            )
-            self._last = send_us
-            if self._tokens < size:
-                return None
-            self._tokens -= size
-            out = float(send_us)
-        else:
-            start = max(float(send_us), self._busy_until)
-            if start - send_us > self.queue_ms * MS:
-                return None  # tail drop: the buffer is full
-            out = start + size * 8e6 / self.capacity_bps
-            self._busy_until = out
-        jitter = self.rng.randint(0, self.jitter_us) if self.jitter_us else 0
-        return int(out) + self.delay_us + jitter
-
-
-@dataclass
-class Trace:
-    t_us: list[int] = field(default_factory=list)
-    estimate: list[int] = field(default_factory=list)
-    sent: int = 0
-    lost: int = 0
-    usage: list[Usage] = field(default_factory=list)
-    lost_after: dict[int, int] = field(default_factory=dict)
-
-    def at(self, t_s: float) -> int:
-        for t, e in zip(self.t_us, self.estimate, strict=True):
-            if t >= t_s * 1e6:
-                return e
-        return self.estimate[-1]
-
-    def mean(self, start_s: float, end_s: float) -> float:
-        vals = [
-            e
-            for t, e in zip(self.t_us, self.estimate, strict=True)
-            if start_s * 1e6 <= t < end_s * 1e6
-        ]
-        return sum(vals) / len(vals)
-
-    def first_below(self, bps: float, after_s: float) -> float | None:
-        for t, e in zip(self.t_us, self.estimate, strict=True):
-            if t >= after_s * 1e6 and e < bps:
-                return t / 1e6 - after_s
-        return None
-
-    def first_above(self, bps: float, after_s: float) -> float | None:
-        for t, e in zip(self.t_us, self.estimate, strict=True):
-            if t >= after_s * 1e6 and e > bps:
-                return t / 1e6 - after_s
-        return None
-
-
-def simulate(
-    duration_s: float,
-    link_at: Callable[[float], Link],
-    *,
-    source_bps: float = 5_000_000,
-    initial_bps: int = 1_000_000,
-    fixed_rate_bps: float | None = None,
-) -> Trace:
-    """A sender pacing 1200-byte packets at min(estimate, source), or at a fixed rate."""
-    bwe = SendSideBwe(initial_bps=initial_bps, min_bps=50_000, max_bps=20_000_000)
-    history = SendHistory()
-    gen = FeedbackGenerator(sender_ssrc=1, media_ssrc=2)
-    arrivals: list[tuple[int, int]] = []
-    feedback: deque[tuple[int, bytes]] = deque()
-    trace = Trace()
-    seq = 0
-    next_send = 0.0
-    now = 0
-    end = int(duration_s * 1e6)
-    gen.poll(0)
-    while now < end:
-        now += MS
-        link = link_at(now / 1e6)
-        rate = fixed_rate_bps or min(bwe.estimate_bps, source_bps)
-        while next_send <= now:
-            t = int(next_send)
-            history.on_sent(seq & 0xFFFF, t, PACKET)
-            arrival = link.transmit(t, PACKET)
-            trace.sent += 1
-            if arrival is None:
-                trace.lost += 1
-                trace.lost_after[t // 1_000_000] = trace.lost_after.get(t // 1_000_000, 0) + 1
-            else:
-                heapq.heappush(arrivals, (arrival, seq & 0xFFFF))
-            seq += 1
-            next_send += PACKET * 8e6 / rate
-        while arrivals and arrivals[0][0] <= now:
-            arrival, s = heapq.heappop(arrivals)
-            gen.record(s, arrival, PACKET)
-        if now % (10 * MS) == 0:
-            for packet in gen.poll(now):
-                feedback.append((now + 20 * MS, packet))
-        while feedback and feedback[0][0] <= now:
-            _, packet = feedback.popleft()
-            bwe.on_feedback(history.on_feedback(decode(packet)), now)
-            trace.t_us.append(now)
-            trace.estimate.append(bwe.estimate_bps)
-            trace.usage.append(bwe.delay.usage)
-    return trace
-
-
-def loss_fraction(trace: Trace, start_s: int, end_s: int, rate_bps: float) -> float:
-    lost = sum(trace.lost_after.get(s, 0) for s in range(start_s, end_s))
-    sent = (end_s - start_s) * rate_bps / (PACKET * 8)
-    return lost / sent
-
+from aiosfu.sfu.twcc import PacketResult
+from tests.bwe_sim import MS, PACKET, Link, loss_fraction, simulate
 
 # --- closed loop on synthetic links -----------------------------------------------------------
 
