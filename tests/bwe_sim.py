@@ -68,6 +68,7 @@ class Trace:
     lost: int = 0
     usage: list[Usage] = field(default_factory=list)
     lost_after: dict[int, int] = field(default_factory=dict)
+    last_cut_us: int | None = None
 
     def at(self, t_s: float) -> int:
         for t, e in zip(self.t_us, self.estimate, strict=True):
@@ -144,6 +145,7 @@ def simulate(
             trace.t_us.append(now)
             trace.estimate.append(bwe.estimate_bps)
             trace.usage.append(bwe.delay.usage)
+    trace.last_cut_us = bwe.last_cut_us
     return trace
 
 
@@ -153,20 +155,21 @@ def loss_fraction(trace: Trace, start_s: int, end_s: int, rate_bps: float) -> fl
     return lost / sent
 
 
+def between(start_s: float, end_s: float, inside: Link, outside: Link) -> Callable[[float], Link]:
+    """A link schedule: `inside` from start_s to end_s, `outside` otherwise."""
+    return lambda t: inside if start_s <= t < end_s else outside
+
+
 def main() -> None:
     for c in (800_000, 1_500_000, 3_000_000):
         link = Link(c)
-        trace = simulate(60, lambda t, link=link: link, initial_bps=300_000)
+        trace = simulate(60, between(0, 60, link, link), initial_bps=300_000)
         mean = trace.mean(40, 60)
         print(f"steady {c}: mean/C {mean / c:.3f} loss {loss_fraction(trace, 40, 60, mean):.4f}")
     for policer in (False, True):
         for c in (300_000, 600_000, 1_000_000):
-            open_link, bottleneck = Link(5_000_000), Link(c, policer=policer)
-            trace = simulate(
-                90,
-                lambda t, o=open_link, b=bottleneck: b if 30 <= t < 70 else o,
-                source_bps=2_000_000,
-            )
+            bottleneck = between(30, 70, Link(c, policer=policer), Link(5_000_000))
+            trace = simulate(90, bottleneck, source_bps=2_000_000)
             mean = trace.mean(40, 70)
             kind = "policer" if policer else "queue"
             print(
@@ -175,9 +178,8 @@ def main() -> None:
                 f" above 1.5 C {trace.first_above(1.5 * c, 70):.2f} s after lifting"
             )
     for seed in range(5):
-        clean = Link(1_500_000)
         lossy = Link(1_500_000, loss=0.05, rng=random.Random(seed))
-        trace = simulate(80, lambda t, c=clean, x=lossy: x if t >= 30 else c)
+        trace = simulate(80, between(30, 80, lossy, Link(1_500_000)))
         print(f"5% loss seed {seed}: after/before {trace.mean(50, 80) / trace.mean(20, 30):.3f}")
 
 

@@ -65,6 +65,16 @@ def test_policer_at_600k_is_found_and_loss_stays_low() -> None:
     assert recovered is not None and recovered < 10, recovered
 
 
+def test_a_sender_below_the_estimate_is_never_held_back() -> None:
+    # An SFU forwards what the publisher sends: on an open path the estimate stays ahead
+    # of it (1.5x the delivered rate + 10 kbit/s), so a REMB built from it caps nothing.
+    link = Link(50_000_000)
+    trace = simulate(30, lambda t: link, source_bps=1_000_000)
+    assert min(trace.estimate) >= 0.97 * 1_000_000  # the delivered rate's measure, ±2%
+    assert 1_450_000 <= trace.mean(20, 30) <= 1_600_000
+    assert trace.last_cut_us is None
+
+
 def test_random_loss_of_5_percent_holds_the_estimate() -> None:
     clean = Link(5_000_000)
     lossy = Link(5_000_000, loss=0.05, rng=random.Random(7))
@@ -103,6 +113,7 @@ def test_queueing_delay_ramp_triggers_overuse() -> None:
     # 1 Mbit/s sent into 900 kbit/s with a deep buffer: the queue grows 100 ms a second.
     link = Link(900_000, queue_ms=5_000)
     trace = simulate(6, lambda t: link, fixed_rate_bps=1_000_000)
+    assert trace.last_cut_us is not None
     overuse_at = next(
         t for t, u in zip(trace.t_us, trace.usage, strict=True) if u is Usage.OVERUSING
     )
@@ -180,6 +191,7 @@ def test_stats_say_what_the_estimate_is_made_of() -> None:
         "deliveredBps",
         "rembBps",
         "rttMs",
+        "lastCutUs",
     }
     assert stats["estimateBps"] == 1_000_000 and stats["usage"] == "normal"
 

@@ -177,7 +177,9 @@ class OveruseDetector:
         self._overuse_count = 0
         self._prev_trend = 0.0
 
-    def detect(self, modified_trend: float, trend: float, send_delta_ms: float, now_ms: float):
+    def detect(
+        self, modified_trend: float, trend: float, send_delta_ms: float, now_ms: float
+    ) -> Usage:
         if modified_trend > self.threshold:
             if self._time_over_ms < 0:
                 self._time_over_ms = send_delta_ms / 2
@@ -265,6 +267,7 @@ class AimdRateControl:
         self._increasing = False
         self._last_change_us: int | None = None
         self._in_decrease_state = False
+        self.last_decrease_us: int | None = None
 
     def update(self, usage: Usage, delivered_bps: int | None, rtt_us: int, now_us: int) -> None:
         if self._last_change_us is None:
@@ -319,6 +322,7 @@ class AimdRateControl:
         self._last_change_us = now_us
 
     def _decrease(self, delivered_bps: int, now_us: int) -> None:
+        self.last_decrease_us = now_us
         decreased = self.BETA * delivered_bps
         if decreased > self.bps and self.link.estimate is not None:
             decreased = self.BETA * self.link.estimate * 1000
@@ -470,6 +474,7 @@ class SendSideBwe:
         self._loss_window_start: int | None = None
         self._loss_windows: deque[tuple[int, int]] = deque(maxlen=_LONG_WINDOWS)
         self._last_twcc_us: int | None = None
+        self._last_loss_cut_us: int | None = None
         self.loss_fraction = 0.0
         self.limited_by = "initial"
         self.estimate_bps = initial_bps
@@ -595,6 +600,7 @@ class SendSideBwe:
     def _decrease_to(
         self, target: float, fraction: float, now_us: int, doubted: bool = False
     ) -> None:
+        self._last_loss_cut_us = now_us
         self._doubted = doubted
         self._target = target
         self._last_decrease_us = now_us
@@ -630,6 +636,18 @@ class SendSideBwe:
         self.limited_by = limited_by
         self.estimate_bps = int(target)
 
+    @property
+    def last_cut_us(self) -> int | None:
+        """When congestion (delay or loss) last cut the estimate; None if never.
+
+        Without probing, the estimate learns capacity only from traffic: until it has
+        seen congestion it is a guess that grows 8% a second from `initial_bps` (or
+        follows a faster sender), so a cap built from it is best applied once this is
+        set, or with `initial_bps` at what the publisher is expected to send.
+        """
+        cuts = [t for t in (self._last_loss_cut_us, self.delay.rate.last_decrease_us) if t]
+        return max(cuts) if cuts else None
+
     def stats(self) -> dict[str, object]:
         """For /stats: the estimate and what limits it."""
         delay = self.delay.estimate_bps()
@@ -642,6 +660,7 @@ class SendSideBwe:
             "deliveredBps": self.delivered.rate_bps(),
             "rembBps": self.remb_bps,
             "rttMs": self.rtt_us // 1000,
+            "lastCutUs": self.last_cut_us,
         }
 
 
