@@ -37,7 +37,7 @@ async (pc) => {
 
 # Page helpers, evaluated on a page of the server's origin so the SDK imports from it.
 PUBLISH_JS = """
-async ({ws, rid, uid}) => {
+async ({ws, rid, uid, keep}) => {
   const {Client} = await import("/static/aiosfu.js");
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: true, video: CAMERA});
@@ -45,7 +45,7 @@ async ({ws, rid, uid}) => {
   await client.connect(ws, uid);
   await client.join(rid);
   const pub = await client.publish(rid, stream);
-  await (KEEP_RESOLUTION)(pub.pc);
+  if (keep) await (KEEP_RESOLUTION)(pub.pc);
   window.measured = pub.pc;
   return {mid: pub.mid, sfuid: pub.sfuid};
 }
@@ -123,15 +123,38 @@ async () => {
       out.framesEncoded = s.framesEncoded;
       out.qualityLimitationReason = s.qualityLimitationReason;
       out.frameWidth = s.frameWidth;
+      out.retransmittedPacketsSent = s.retransmittedPacketsSent;
+      out.nackCount = s.nackCount;
     } else if (s.type === "inbound-rtp") {
       out.bytesReceived = s.bytesReceived;
       out.framesDecoded = s.framesDecoded ?? 0;
       out.packetsReceived = s.packetsReceived;
       out.packetsLost = s.packetsLost;
+      out.nackCount = s.nackCount;
+      out.pliCount = s.pliCount;
       out.frameWidth = s.frameWidth;
     }
   });
   return out;
+}
+"""
+
+
+LOCAL_PORT_JS = """
+async () => {
+  const stats = await window.measured.getStats();
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      pair = stats.get(s.selectedCandidatePairId);
+    }
+  });
+  if (!pair) {
+    stats.forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
+    });
+  }
+  return pair ? stats.get(pair.localCandidateId).port : null;
 }
 """
 
@@ -176,6 +199,14 @@ class Leg:
     sender: Page
     receiver: Page
     samples: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    mid: str = ""  # the publication, through the SFU
+
+    async def ports(self) -> tuple[int, int]:
+        """The UDP ports the sending and the receiving page use (their selected pairs)."""
+        sender = await self.sender.evaluate(LOCAL_PORT_JS)
+        receiver = await self.receiver.evaluate(LOCAL_PORT_JS)
+        assert sender and receiver, "no selected candidate pair yet"
+        return int(sender), int(receiver)
 
     async def sample(self) -> None:
         sent, received = await asyncio.gather(
@@ -219,13 +250,27 @@ async def open_origin_page(browser: Browser, http_url: str) -> Page:
     return page
 
 
-async def sfu_leg(browser: Browser, http_url: str, ws_url: str, rid: str = "cc") -> Leg:
+async def sfu_leg(
+    browser: Browser,
+    http_url: str,
+    ws_url: str,
+    rid: str = "cc",
+    *,
+    keep_resolution: bool = True,
+    name: str = "sfu",
+) -> Leg:
     """Publish the camera through the SFU and subscribe to it from another page."""
     publisher = await open_origin_page(browser, http_url)
     subscriber = await open_origin_page(browser, http_url)
-    published = await publisher.evaluate(PUBLISH_JS, {"ws": ws_url, "rid": rid, "uid": "pub"})
-    await subscriber.evaluate(SUBSCRIBE_JS, {"ws": ws_url, "rid": rid, "uid": "sub", **published})
-    return Leg("sfu", publisher, subscriber)
+    published = await publisher.evaluate(
+        PUBLISH_JS, {"ws": ws_url, "rid": rid, "uid": f"{name}-pub", "keep": keep_resolution}
+    )
+    await subscriber.evaluate(
+        SUBSCRIBE_JS, {"ws": ws_url, "rid": rid, "uid": f"{name}-sub", **published}
+    )
+    leg = Leg(name, publisher, subscriber)
+    leg.mid = published["mid"]
+    return leg
 
 
 async def direct_leg(browser: Browser, http_url: str) -> Leg:

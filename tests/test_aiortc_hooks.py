@@ -6,6 +6,8 @@ Fails loudly on an aiortc upgrade that moves, renames or re-signs any of them.
 from __future__ import annotations
 
 import inspect
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import aiortc
@@ -36,6 +38,7 @@ from aiosfu.sfu.aiortc_hooks import (
     ForwardingReceiver,
     ForwardingSender,
     NeverTrack,
+    arrival_clock,
     negotiate_transport_cc,
 )
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC
@@ -278,3 +281,16 @@ async def test_transport_cc_is_answered_when_offered(offered: bool) -> None:
     assert ("a=rtcp-fb:96 transport-cc" in answer.sdp) is offered
     assert (f"a=extmap:4 {URI_TRANSPORT_CC}" in answer.sdp) is offered
     assert "a=rtcp-fb:96 goog-remb" in answer.sdp  # REMB stays for peers that want it
+
+
+def test_arrival_time_is_when_the_datagram_reached_the_host_not_when_it_was_read() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind(("127.0.0.1", 0))
+        arrival = arrival_clock(receiver)
+        sender.sendto(b"x", receiver.getsockname())
+        time.sleep(0.05)  # the process is busy elsewhere
+        receiver.recvfrom(16)
+        read_at = time.monotonic_ns() // 1000
+        assert 40_000 <= read_at - arrival() < 1_000_000

@@ -26,10 +26,14 @@ upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import random
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import pylibsrtp
 from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
@@ -52,15 +56,18 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
     unwrap_rtx,
 )
 
 from aiosfu.log import get_logger
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
+from aiosfu.sfu.twcc import RTCP_RTPFB, TransportFeedback, split_compound
 from aiosfu.sfu.uplink import Uplink
 
 log = get_logger("aiosfu.sfu.fastpath")
@@ -68,6 +75,7 @@ log = get_logger("aiosfu.sfu.fastpath")
 CONNECTED = DtlsState.CONNECTED
 Send = Callable[[bytes | bytearray, bytes], None]
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
+STAMP = struct.Struct("qq")  # struct timespec
 DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
 # aiortc's own extensions use IDs 1-3; BUNDLE shares one ID space across kinds.
 TRANSPORT_CC_ID = 5
@@ -254,11 +262,11 @@ class FastIngress:
         transport = protocol.transport
         sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
         max_size = getattr(transport, "max_size", 256 * 1024)
-        monotonic_ns = time.monotonic_ns
+        arrival = arrival_clock(sock)
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            # asyncio read this datagram just now: this is its arrival time.
-            handle(data, addr, monotonic_ns() // 1000)
+            # asyncio read this datagram just now, so the socket's timestamp is its own.
+            handle(data, addr, arrival())
             if sock is None:
                 return
             # A video frame arrives as a burst of packets: take what else is already
@@ -268,7 +276,7 @@ class FastIngress:
                     data, addr = sock.recvfrom(max_size)
                 except OSError:  # drained (or an error asyncio will see on its next read)
                     return
-                handle(data, addr, monotonic_ns() // 1000)
+                handle(data, addr, arrival())
 
         def handle(data: bytes, addr: tuple[Any, ...], arrival_us: int) -> None:
             # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
@@ -290,6 +298,42 @@ class FastIngress:
 
         protocol.datagram_received = datagram_received
         self._installed_on = protocol
+
+
+SIOCGSTAMPNS = 0x8907  # Linux: when the last datagram read from a socket arrived
+
+
+def arrival_clock(sock: socket.socket | None) -> Callable[[], int]:
+    """When the datagram just read from `sock` reached the host (µs, time.monotonic_ns
+    scale): the kernel's receive timestamp, so time the process waited to be scheduled
+    (a busy machine, a long event-loop turn) is not taken for network queueing. Falls
+    back to the read time where the kernel keeps no timestamp."""
+    monotonic_ns, time_ns = time.monotonic_ns, time.time_ns
+
+    def read_time() -> int:
+        return monotonic_ns() // 1000
+
+    if sock is None:
+        return read_time
+    fd = sock.fileno()
+    stamp = bytearray(16)
+    try:
+        fcntl.ioctl(fd, SIOCGSTAMPNS, stamp, True)  # the first call turns stamping on
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # ENOENT: on, but nothing read since
+            return read_time
+    ioctl, unpack_from = fcntl.ioctl, STAMP.unpack_from
+
+    def kernel_time() -> int:
+        try:
+            ioctl(fd, SIOCGSTAMPNS, stamp, True)
+        except OSError:
+            return monotonic_ns() // 1000
+        seconds, nanoseconds = unpack_from(stamp)
+        # the stamp is wall-clock time: moved onto the monotonic clock at this instant
+        return (seconds * 1_000_000_000 + nanoseconds + monotonic_ns() - time_ns()) // 1000
+
+    return kernel_time
 
 
 class NeverTrack(MediaStreamTrack):
@@ -314,6 +358,11 @@ class ForwardingReceiver(RTCRtpReceiver):
     _rtx_payload_types: set[int]  # is_rtx() per packet costs a string split
     # transport-cc feedback for the whole connection, shared by its receivers
     uplink: Uplink | None
+    # loss repair on the publisher's leg
+    nacks_sent: int
+    nacked_packets: int
+    rtx_received: int
+    keyframe_requests: int
 
     @classmethod
     def adopt(
@@ -334,6 +383,8 @@ class ForwardingReceiver(RTCRtpReceiver):
         receiver._rtx_payload_types = set()
         receiver._failed = False
         receiver.uplink = None
+        receiver.nacks_sent = receiver.nacked_packets = 0
+        receiver.rtx_received = receiver.keyframe_requests = 0
         return receiver
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
@@ -451,9 +502,13 @@ class ForwardingReceiver(RTCRtpReceiver):
             if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
                 return None
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            self.rtx_received += 1
         nack_generator = self._RTCRtpReceiver__nack_generator
         if nack_generator is not None and nack_generator.add(packet):
-            self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, sorted(nack_generator.missing)))
+            missing = sorted(nack_generator.missing)
+            self.nacks_sent += 1
+            self.nacked_packets += len(missing)
+            self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, missing))
         return packet
 
     async def stop(self) -> None:
@@ -468,14 +523,62 @@ class ForwardingReceiver(RTCRtpReceiver):
             self.on_sender_report(packet.ssrc, info.ntp_timestamp, info.rtp_timestamp)
 
     async def request_keyframe(self, ssrc: int) -> None:
+        self.keyframe_requests += 1
         await self._send_rtcp_pli(ssrc)
 
     async def request_retransmission(self, ssrc: int, sequence_numbers: list[int]) -> None:
+        self.nacks_sent += 1
+        self.nacked_packets += len(sequence_numbers)
         await self._send_rtcp_nack(ssrc, sequence_numbers)
+
+    def repair_stats(self) -> dict[str, int]:
+        """Loss repair on the publisher's leg: NACKs we sent, RTX that came back, PLIs."""
+        return {
+            "nacksSent": self.nacks_sent,
+            "nackedPackets": self.nacked_packets,
+            "rtxReceived": self.rtx_received,
+            "plisSent": self.keyframe_requests,
+        }
 
     @property
     def decoding(self) -> bool:
         return self._RTCRtpReceiver__decoder_thread is not None
+
+
+class DownlinkFeedback(Protocol):
+    """What a subscriber says about its downlink (sfu/downstream.py's Downstream)."""
+
+    def on_transport_feedback(self, feedback: TransportFeedback) -> None: ...
+
+    def on_receiver_report(self, fraction_lost: int) -> None: ...
+
+    def on_remb(self, bitrate: int) -> None: ...
+
+
+def read_transport_feedback(dtls: RTCDtlsTransport, downstream: DownlinkFeedback) -> None:
+    """Take transport-cc feedback out of a subscriber's RTCP before aiortc parses it.
+
+    aiortc's parser reads every RTPFB format as a generic NACK: a transport-cc packet
+    would come out as bogus lost sequence numbers, or fail the whole compound datagram
+    (and the receiver reports and NACKs in it) on its padded length."""
+    if getattr(dtls, "_aiosfu_downstream", None) is not None:
+        return
+    dtls._aiosfu_downstream = downstream  # type: ignore[attr-defined]
+    handle_rtcp_data = dtls._handle_rtcp_data
+
+    async def handle(data: bytes) -> None:
+        if RTCP_RTPFB in data[1::4]:  # cheap pre-check: some packet type byte may be RTPFB
+            try:
+                feedbacks, data = split_compound(data)
+            except ValueError:
+                return
+            for feedback in feedbacks:
+                downstream.on_transport_feedback(feedback)
+            if not data:
+                return
+        await handle_rtcp_data(data)
+
+    dtls._handle_rtcp_data = handle  # type: ignore[method-assign]
 
 
 class ForwardingSender(RTCRtpSender):
@@ -486,16 +589,23 @@ class ForwardingSender(RTCRtpSender):
     on_keyframe_request: Callable[[], Awaitable[None]]
     # send(header, payload) to the subscriber, bound once the transport is up
     _egress: tuple[Send, RTCDtlsTransport] | None
+    # the subscriber connection's downlink, told what its RTCP says
+    downstream: DownlinkFeedback | None
 
     @classmethod
-    def adopt(cls, sender: RTCRtpSender) -> ForwardingSender:
+    def adopt(
+        cls, sender: RTCRtpSender, downstream: DownlinkFeedback | None = None
+    ) -> ForwardingSender:
         sender.__class__ = cls
         assert isinstance(sender, ForwardingSender)
         sender.has_sender_clock = False
         sender._egress = None
+        sender.downstream = downstream
         return sender
 
     async def send(self, parameters: RTCRtpSendParameters) -> None:
+        if self.downstream is not None and uses_transport_cc(parameters):
+            read_transport_feedback(self.transport, self.downstream)
         await super().send(parameters)
         codec = parameters.codecs[0]
         rtx_payload_type = next(
@@ -586,6 +696,15 @@ class ForwardingSender(RTCRtpSender):
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_FIR, RTCP_PSFB_PLI):
             await self.on_keyframe_request()
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-            pass  # REMB: bandwidth adaptation is not done by this forwarder yet
+            if self.downstream is not None:
+                try:
+                    bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    return
+                self.downstream.on_remb(bitrate)
         else:
+            if self.downstream is not None and isinstance(packet, RtcpRrPacket):
+                for report in packet.reports:
+                    if report.ssrc == self._ssrc:
+                        self.downstream.on_receiver_report(report.fraction_lost)
             await super()._handle_rtcp_packet(packet)

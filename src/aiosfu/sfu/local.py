@@ -9,7 +9,7 @@ import re
 import secrets
 import threading
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ from aiosfu.sfu.aiortc_hooks import (
 )
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
+from aiosfu.sfu.downstream import Downstream
+from aiosfu.sfu.follow import Publication, PublisherCaps
 from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
 from aiosfu.sfu.producer import Producer
 
@@ -51,6 +53,9 @@ class SfuSettings:
     datachannel_max_message_bytes: int = 16384
     datachannel_buffer_bytes: int = 1 << 20
     record_dir: str = "recordings"
+    # With several subscribers, the publisher is never asked to go below this (bit/s):
+    # one weak downlink must not pull every other subscriber down.
+    publisher_cap_floor: int = 300_000
 
 
 @dataclass
@@ -70,6 +75,7 @@ class SubscriberTransport:
     uid: str
     mid: str
     pc: RTCPeerConnection
+    downstream: Downstream = field(default_factory=Downstream)
     consumers: list[Consumer] = field(default_factory=list)
     closing: bool = False
 
@@ -148,11 +154,28 @@ class LocalSfu:
             max_message_bytes=self.settings.datachannel_max_message_bytes,
             buffer_bytes=self.settings.datachannel_buffer_bytes,
         )
+        self.caps = PublisherCaps(self._followed, floor=self.settings.publisher_cap_floor)
         self.recordings = RecordingManager(
             self.settings.record_dir,
             on_started=lambda r: self._tell_listener("recording_started", r),
             on_stopped=lambda r: self._tell_listener("recording_stopped", r),
         )
+
+    def _followed(self) -> Iterator[Publication]:
+        """Each publication with its subscribers' downlinks, for the publisher's ceiling."""
+        for mid, publisher in self.publishers.items():
+            yield Publication(
+                key=mid,
+                uplink=connection_uplink(publisher.pc),
+                media_ssrcs=[
+                    p.ssrc for p in publisher.producers if p.kind == "video" and p.ssrc is not None
+                ],
+                downstreams=[
+                    s.downstream
+                    for s in self.subscribers.values()
+                    if s.mid == mid and not s.closing
+                ],
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -240,9 +263,12 @@ class LocalSfu:
             producer = available[media.kind].popleft()
             transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
             transceiver.setCodecPreferences(_codec_preferences(media.kind, producer.codec))
-            sender = ForwardingSender.adopt(transceiver.sender)
+            sender = ForwardingSender.adopt(transceiver.sender, transport.downstream)
             consumer = Consumer(
-                producer, sender, keyframe_retry_interval=self.settings.keyframe_retry_interval
+                producer,
+                sender,
+                keyframe_retry_interval=self.settings.keyframe_retry_interval,
+                downstream=transport.downstream,
             )
             sender.on_negotiated = consumer.activate
             sender.on_nack = consumer.on_nack
@@ -259,6 +285,7 @@ class LocalSfu:
             code = "codec-unsupported" if "parameters" in str(exc) else "bad-sdp"
             raise SfuError(code, f"the offer was refused: {exc}") from exc
         self.subscribers[sid] = transport
+        self.caps.start()
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
         return Subscribed(answer_sdp=_offer_stereo_opus(pc.localDescription.sdp), sid=sid)
@@ -290,6 +317,7 @@ class LocalSfu:
             await self.unpublish(rid, mid)
 
     async def close(self) -> None:
+        self.caps.stop()
         await self.recordings.close()
         for sid in list(self.subscribers):
             await self.unsubscribe(self.subscribers[sid].rid, sid)
@@ -317,6 +345,8 @@ class LocalSfu:
 
     async def _close_subscriber(self, transport: SubscriberTransport) -> None:
         transport.closing = True
+        if not any(not s.closing for s in self.subscribers.values()):
+            self.caps.stop()  # nobody's downlink to follow: no task left behind
         for consumer in transport.consumers:
             consumer.close()
         await transport.pc.close()
@@ -365,6 +395,7 @@ class LocalSfu:
                     "mid": t.mid,
                     "state": t.pc.connectionState,
                     "consumers": [c.stats() for c in t.consumers],
+                    "downstream": t.downstream.stats(),
                 }
                 for sid, t in self.subscribers.items()
             },

@@ -14,6 +14,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
 from aiosfu.log import get_logger
 from aiosfu.sfu.twcc import FeedbackGenerator
 
@@ -23,6 +25,9 @@ POLL_INTERVAL = 0.02  # seconds between looks at whether feedback is due (it is 
 IDLE_AFTER_US = 2_000_000  # stop polling after this long without a packet
 
 SendRtcp = Callable[[bytes], Awaitable[None]]
+# A REMB this high lifts an earlier ceiling (the browser keeps the last REMB it got).
+NO_CEILING_BPS = 100_000_000
+RELEASES = 3  # times the lifted ceiling is repeated, in case one is lost
 
 
 def now_us() -> int:
@@ -40,6 +45,8 @@ class Uplink:
         self.closed = False
         self.packets = 0
         self.feedback_sent = 0
+        self.cap_bps: int | None = None  # the ceiling the publisher was last told
+        self._releases_left = 0
 
     def record(self, sequence_number: int, ssrc: int, arrival_us: int, size: int) -> None:
         """One packet that carried the transport-wide sequence number extension."""
@@ -64,6 +71,30 @@ class Uplink:
         if now - self._last_arrival_us < IDLE_AFTER_US:
             self._timer = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._poll)
 
+    def set_cap(self, cap_bps: int | None, media_ssrcs: list[int]) -> None:
+        """Tell the publisher the most its subscribers' downlinks take (REMB), or that
+        they no longer limit it. Called periodically: a REMB may be lost."""
+        if cap_bps is None:
+            if self.cap_bps is not None:
+                self._releases_left = RELEASES
+            self.cap_bps = None
+            if not self._releases_left:
+                return
+            self._releases_left -= 1
+            bitrate = NO_CEILING_BPS
+        else:
+            self.cap_bps = bitrate = cap_bps
+            self._releases_left = 0
+        remb = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP,
+            ssrc=self.feedback.sender_ssrc,
+            media_ssrc=0,
+            fci=pack_remb_fci(bitrate, media_ssrcs),
+        )
+        task = asyncio.ensure_future(self._send(bytes(remb)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _send(self, packet: bytes) -> None:
         try:
             await self._send_rtcp(packet)
@@ -81,4 +112,5 @@ class Uplink:
             "transportCcPackets": self.packets,
             "transportCcFeedbackSent": self.feedback_sent,
             "feedbackIntervalMs": self.feedback.interval_us / 1000,
+            "publisherCapBps": self.cap_bps,
         }
