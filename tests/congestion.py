@@ -120,6 +120,7 @@ async () => {
     if (s.type === "outbound-rtp") {
       out.targetBitrate = s.targetBitrate ?? 0;
       out.bytesSent = s.bytesSent;
+      out.packetsSent = s.packetsSent;
       out.framesEncoded = s.framesEncoded;
       out.qualityLimitationReason = s.qualityLimitationReason;
       out.frameWidth = s.frameWidth;

@@ -28,8 +28,12 @@ def run(*command: str) -> None:
     subprocess.run(command, check=True, capture_output=True, text=True)
 
 
-def nft(script: str) -> None:
-    subprocess.run(["nft", "-f", "-"], input=script, check=True, capture_output=True, text=True)
+def nft(script: str, pid: int | None = None) -> None:
+    """Run an nft script here, or in the network namespace of process `pid`."""
+    enter = [] if pid is None else ["nsenter", f"--net=/proc/{pid}/ns/net"]
+    subprocess.run(
+        [*enter, "nft", "-f", "-"], input=script, check=True, capture_output=True, text=True
+    )
 
 
 @dataclass
@@ -114,32 +118,53 @@ def stop_remote_server(server: RemoteServer) -> None:
 
     stop_server(server)
     subprocess.run(["ip", "link", "del", server.link], capture_output=True)
-    clear_impairments()
-
-
-def impair(rules: list[str]) -> None:
-    """Replace the test end's impairments with `rules` (nft rule bodies, e.g.
-    `udp dport 5000 limit rate over 75 kbytes/second drop`); an `in ...`/`out ...`
-    prefix says which direction, as seen from the browsers."""
-    clear_impairments()
-    lines = [
-        f"table inet {TABLE} {{",
-        "  chain in { type filter hook input priority 0; policy accept; }",
-        "  chain out { type filter hook output priority 0; policy accept; }",
-        "}",
-    ]
-    for rule in rules:
-        direction, body = rule.split(" ", 1)
-        body = body.replace(" drop", " counter drop")
-        lines.append(f"add rule inet {TABLE} {direction} {body}")
-    nft("\n".join(lines) + "\n")
-
-
-def impairment_counters() -> list[str]:
-    """Each rule with its packet counter, for failure messages."""
-    out = subprocess.run(["nft", "list", "table", "inet", TABLE], capture_output=True, text=True)
-    return [line.strip() for line in out.stdout.splitlines() if "counter" in line]
-
-
-def clear_impairments() -> None:
     subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+
+
+def impair(server: RemoteServer, rules: list[str]) -> None:
+    """Replace the link's impairments with `rules`: nft rule bodies after a direction,
+    e.g. `down udp dport 5000 limit rate over 75 kbytes/second drop`. `down` (server to
+    browsers) is filtered where the browsers receive, `up` where the server receives:
+    both as packets arriving off the link, as a lossy network drops them (a drop in the
+    sender's own output hook would fail its send call instead, which it may retry)."""
+    clear_impairments(server)
+    for direction, pid in (("down", None), ("up", server.pid)):
+        lines = [
+            f"table inet {TABLE} {{",
+            "  chain in { type filter hook input priority 0; policy accept; }",
+            "}",
+        ]
+        for rule in rules:
+            where, body = rule.split(" ", 1)
+            if where == direction:
+                body = body.replace(" drop", " counter drop")
+                lines.append(f"add rule inet {TABLE} in {body}")
+        nft("\n".join(lines) + "\n", pid)
+
+
+def impairment_counters(server: RemoteServer) -> list[str]:
+    """Each rule with its packet counter, for failure messages."""
+    lines = []
+    for where, enter in (("down", []), ("up", ["nsenter", f"--net=/proc/{server.pid}/ns/net"])):
+        listed = subprocess.run(
+            [*enter, "nft", "list", "table", "inet", TABLE], capture_output=True, text=True
+        )
+        lines += [f"{where}: {x.strip()}" for x in listed.stdout.splitlines() if "counter" in x]
+    return lines
+
+
+def clear_impairments(server: RemoteServer) -> None:
+    subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+    if server.proc.poll() is None:
+        subprocess.run(
+            [
+                "nsenter",
+                f"--net=/proc/{server.pid}/ns/net",
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                TABLE,
+            ],
+            capture_output=True,
+        )

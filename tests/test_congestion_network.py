@@ -142,7 +142,7 @@ async def test_publisher_follows_a_bottlenecked_subscriber(
     )
     _, subscriber_port = await leg.ports()
 
-    impair([f"in udp dport {subscriber_port} {LIMIT_RULE}"])
+    impair(remote_server, [f"down udp dport {subscriber_port} {LIMIT_RULE}"])
     try:
         fell_in = await sample_until(
             leg, lambda s: target_kbps(s) < LIMIT_KBIT, within=5, server=remote_server
@@ -160,7 +160,7 @@ async def test_publisher_follows_a_bottlenecked_subscriber(
         limited = window(leg, settled)
         stats = await remote_server.stats()
     finally:
-        clear_impairments()
+        clear_impairments(remote_server)
     try:
         recovered_in = await sample_until(
             leg, lambda s: target_kbps(s) >= LIMIT_KBIT, within=10, server=remote_server
@@ -208,20 +208,21 @@ async def test_nack_and_rtx_repair_loss_on_both_legs(
     publisher_port, subscriber_port = await lossy.ports()
     loss = "numgen random mod 100 < 5 drop"
     impair(
+        remote_server,
         [
-            f"out udp sport {publisher_port} {loss}",  # the publisher's uplink
-            f"in udp dport {publisher_port} {loss}",
-            f"in udp dport {subscriber_port} {loss}",  # the subscriber's downlink
-            f"out udp sport {subscriber_port} {loss}",
-        ]
+            f"up udp sport {publisher_port} {loss}",  # the publisher's uplink
+            f"down udp dport {publisher_port} {loss}",
+            f"down udp dport {subscriber_port} {loss}",  # the subscriber's downlink
+            f"up udp sport {subscriber_port} {loss}",
+        ],
     )
     try:
         start = len(lossy.samples)
         await run_legs([lossy, clean], 10)
         stats = await remote_server.stats()
-        dropped = impairment_counters()
+        dropped = impairment_counters(remote_server)
     finally:
-        clear_impairments()
+        clear_impairments(remote_server)
     with_loss, without = window(lossy, start), window(clean, start)
     sfu = stats["sfu"]
     producer = next(p for p in sfu["publications"][lossy.mid]["producers"] if p["kind"] == "video")
@@ -238,6 +239,10 @@ async def test_nack_and_rtx_repair_loss_on_both_legs(
         "producer": producer,
         "consumer": consumer,
         "dropped": dropped,
+        "publisher": {
+            k: lossy.samples[-1][0].get(k) - (lossy.samples[start][0].get(k) or 0)
+            for k in ("packetsSent", "retransmittedPacketsSent", "nackCount")
+        },
     }
     (artifacts / "congestion-loss.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"loss metrics: {json.dumps(metrics)}")

@@ -19,11 +19,12 @@ from aiosfu.sfu.twcc import SendHistory, TransportFeedback
 # tag, UDP and IPv4 headers. The estimator compares rates, so an even overhead is enough.
 PACKET_OVERHEAD = 60
 # The estimate limits the publisher from the first time congestion cut it, until it has
-# gone this long without a cut and grown this much since: an estimate that merely trails
-# what is sent (the SFU does not probe) must not hold the sender back, and one that just
-# met a policer must not let go before it would have met it again.
+# gone this long without a cut and reached this much above what the link delivered when
+# it was cut (the capacity it showed then): an estimate that merely trails what is sent
+# (the SFU does not probe) must not hold the sender back, and one that met a policer
+# must not let go before it has been past that policer's rate unharmed.
 CONGESTION_MEMORY_US = 3_000_000
-RELEASE_GROWTH = 1.5
+RELEASE_ABOVE_CAPACITY = 1.25
 # Retransmissions may take this share of the estimate, with half a second of burst: on
 # a link that drops, repair must not become most of what is sent (libwebrtc caps it too).
 RETRANSMISSION_SHARE = 0.3
@@ -48,7 +49,7 @@ class Downstream:
         self.fraction_lost = 0.0  # from the subscriber's last receiver report
         self.closed = False
         self._cut_seen: int | None = None
-        self._estimate_at_cut = 0
+        self._capacity_at_cut = 0
 
     def next_transport_sequence(self, payload_size: int) -> int:
         """The transport-wide sequence number for the packet about to go out; remembered
@@ -112,10 +113,11 @@ class Downstream:
         if cut is None:
             return None
         if cut != self._cut_seen:
-            self._cut_seen, self._estimate_at_cut = cut, estimate
+            self._cut_seen = cut
+            self._capacity_at_cut = self.estimator.delivered.rate_bps() or estimate
         if (
             now_us() - cut >= CONGESTION_MEMORY_US
-            and estimate >= RELEASE_GROWTH * self._estimate_at_cut
+            and estimate >= RELEASE_ABOVE_CAPACITY * self._capacity_at_cut
         ):
             return None
         return estimate

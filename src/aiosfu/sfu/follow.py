@@ -22,7 +22,7 @@ from aiosfu.sfu.uplink import Uplink
 
 log = get_logger("aiosfu.sfu.follow")
 
-INTERVAL = 0.5  # seconds between ceilings sent (libwebrtc's receivers send REMB ~1/s)
+INTERVAL = 0.25  # seconds between ceilings sent: a new limit reaches the publisher quickly
 
 
 def publisher_cap(limits: Sequence[int | None], floor: int) -> int | None:
