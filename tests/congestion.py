@@ -204,10 +204,13 @@ class Leg:
 
     async def ports(self) -> tuple[int, int]:
         """The UDP ports the sending and the receiving page use (their selected pairs)."""
-        sender = await self.sender.evaluate(LOCAL_PORT_JS)
-        receiver = await self.receiver.evaluate(LOCAL_PORT_JS)
-        assert sender and receiver, "no selected candidate pair yet"
-        return int(sender), int(receiver)
+        for _ in range(50):  # the receiving side may still be connecting
+            sender = await self.sender.evaluate(LOCAL_PORT_JS)
+            receiver = await self.receiver.evaluate(LOCAL_PORT_JS)
+            if sender and receiver:
+                return int(sender), int(receiver)
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.name}: no selected candidate pair")
 
     async def sample(self) -> None:
         sent, received = await asyncio.gather(

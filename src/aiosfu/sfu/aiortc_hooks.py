@@ -68,7 +68,7 @@ from aiortc.rtp import (
 from aiosfu.log import get_logger
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
 from aiosfu.sfu.twcc import RTCP_RTPFB, TransportFeedback, split_compound
-from aiosfu.sfu.uplink import Uplink
+from aiosfu.sfu.uplink import Uplink, transport_sequence_of
 
 log = get_logger("aiosfu.sfu.fastpath")
 
@@ -242,6 +242,10 @@ class FastIngress:
         if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
             dtls._aiosfu_fast_ingress = cls(dtls)  # type: ignore[attr-defined]
 
+    @property
+    def installed(self) -> bool:
+        return self._installed_on is not None
+
     def _on_state(self) -> None:
         if self.dtls._state == DtlsState.CONNECTED and self._installed_on is None:
             self._install()
@@ -263,6 +267,7 @@ class FastIngress:
         sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
         max_size = getattr(transport, "max_size", 256 * 1024)
         arrival = arrival_clock(sock)
+        dtls = self.dtls
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
             # asyncio read this datagram just now, so the socket's timestamp is its own.
@@ -294,6 +299,15 @@ class FastIngress:
                         return
                     receiver.ingest(clear, arrival_us)
                     return
+                # aiortc's path queues it: note its arrival for transport-cc now, from
+                # the header SRTP leaves in clear (RFC 3711), if it is the peer's.
+                uplink: Uplink | None = getattr(dtls, "_aiosfu_uplink", None)
+                if uplink is not None and (addr[0], addr[1]) == remote:
+                    sequence = transport_sequence_of(data, uplink.extension_id)
+                    if sequence is not None:
+                        uplink.record(
+                            sequence, from_bytes(data[8:12], "big"), arrival_us, len(data)
+                        )
             fallback(data, addr)
 
         protocol.datagram_received = datagram_received
@@ -405,26 +419,35 @@ class ForwardingReceiver(RTCRtpReceiver):
             if encoding.rtx:
                 self.transport._rtp_router.ssrc_table.setdefault(encoding.rtx.ssrc, self)
         if uses_transport_cc(parameters):
-            self.uplink = self._connection_uplink()
+            self.uplink = self._connection_uplink(parameters)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
         FastIngress.attach(self.transport)
 
-    def _connection_uplink(self) -> Uplink:
+    def _connection_uplink(self, parameters: RTCRtpReceiveParameters) -> Uplink:
         dtls = self.transport
         uplink: Uplink | None = getattr(dtls, "_aiosfu_uplink", None)
         if uplink is None:
             ssrc = self._RTCRtpReceiver__rtcp_ssrc or random.getrandbits(32)
-            uplink = dtls._aiosfu_uplink = Uplink(dtls._send_rtp, ssrc)  # type: ignore[attr-defined]
+            extension_id = next(
+                e.id for e in parameters.headerExtensions if e.uri == URI_TRANSPORT_CC
+            )
+            uplink = Uplink(dtls._send_rtp, ssrc, extension_id)
+            dtls._aiosfu_uplink = uplink  # type: ignore[attr-defined]
         return uplink
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         """aiortc's ingress up to (not including) depacketizing, then the Producer.
 
         Only what the fast ingress does not take comes here (before ICE nominates, an
-        SSRC not yet known); aiortc's arrival time is when its task got to the packet,
-        so ours, on the fast ingress's clock, is no worse."""
-        accepted = self._accept(packet, time.monotonic_ns() // 1000, len(packet.payload))
+        SSRC not yet known). Once the fast ingress is on, it has already noted these
+        packets' arrival for transport-cc as it read them (`FastIngress._install`):
+        the time aiortc's task gets to one is later by however long it queued."""
+        ingress = getattr(self.transport, "_aiosfu_fast_ingress", None)
+        noted = ingress is not None and ingress.installed
+        accepted = self._accept(
+            packet, time.monotonic_ns() // 1000, len(packet.payload), record_arrival=not noted
+        )
         while self._rtcp_out:
             await self._rtcp_out.pop(0)
         if accepted is not None:
@@ -452,7 +475,9 @@ class ForwardingReceiver(RTCRtpReceiver):
             task.add_done_callback(self._rtcp_tasks.discard)
         self._rtcp_out.clear()
 
-    def _accept(self, packet: RtpPacket, arrival_us: int, size: int) -> RtpPacket | None:
+    def _accept(
+        self, packet: RtpPacket, arrival_us: int, size: int, *, record_arrival: bool = True
+    ) -> RtpPacket | None:
         """aiortc's ingress work, synchronously: congestion feedback (transport-cc, or
         REMB for a peer that offered only that), receive statistics, RTX unwrap, NACK
         generation. RTCP it calls for is queued in `_rtcp_out`."""
@@ -464,7 +489,8 @@ class ForwardingReceiver(RTCRtpReceiver):
         if uplink is not None and transport_sequence is not None:
             # The peer runs its own controller on our feedback; a REMB from aiortc's
             # receive-side estimator would only cap it.
-            uplink.record(transport_sequence, packet.ssrc, arrival_us, size)
+            if record_arrival:
+                uplink.record(transport_sequence, packet.ssrc, arrival_us, size)
             estimator = None
         else:
             estimator = self._RTCRtpReceiver__remote_bitrate_estimator

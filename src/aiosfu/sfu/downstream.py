@@ -18,13 +18,20 @@ from aiosfu.sfu.twcc import SendHistory, TransportFeedback
 # What a packet costs on the wire beyond its payload: RTP header and extensions, SRTP
 # tag, UDP and IPv4 headers. The estimator compares rates, so an even overhead is enough.
 PACKET_OVERHEAD = 60
-# The estimate limits the publisher from the first time congestion cut it, until it has
-# gone this long without a cut and reached this much above what the link delivered when
-# it was cut (the capacity it showed then): an estimate that merely trails what is sent
-# (the SFU does not probe) must not hold the sender back, and one that met a policer
-# must not let go before it has been past that policer's rate unharmed.
+# How long a change of this estimate takes to show in what the subscriber receives: it
+# travels to the publisher as REMB (sfu/follow.py), its encoder and pacer adapt, and the
+# packets come through us. The estimator must not cut again before a cut can have acted
+# (its round-trip time is that loop's), or it spirals far below the link.
+FOLLOW_RESPONSE_US = 600_000
+# The estimate limits the publisher from the time congestion cut it until it has gone
+# this long without a cut and reached this much above the most the link delivered in
+# the second after any cut (the capacity it showed while dropping the rest): an
+# estimate that merely trails what is sent (the SFU does not probe) must not hold the
+# sender back, and one that met a policer must not let go before it has been past that
+# policer's rate unharmed.
 CONGESTION_MEMORY_US = 3_000_000
 RELEASE_ABOVE_CAPACITY = 1.25
+CAPACITY_WINDOW_US = 1_000_000
 # Retransmissions may take this share of the estimate, with half a second of burst: on
 # a link that drops, repair must not become most of what is sent (libwebrtc caps it too).
 RETRANSMISSION_SHARE = 0.3
@@ -39,6 +46,7 @@ class Downstream:
     def __init__(self, *, initial_bps: int = 1_000_000) -> None:
         self.history = SendHistory()
         self.estimator = SendSideBwe(initial_bps=initial_bps)
+        self.estimator.on_rtt(FOLLOW_RESPONSE_US)
         self._rtx_tokens = 0.0  # bytes
         self._rtx_refilled_us = now_us()
         self.retransmissions_refused = 0
@@ -49,7 +57,8 @@ class Downstream:
         self.fraction_lost = 0.0  # from the subscriber's last receiver report
         self.closed = False
         self._cut_seen: int | None = None
-        self._capacity_at_cut = 0
+        self._released_cut: int | None = None
+        self._capacity = 0  # the most the link showed it carries, since limiting began
 
     def next_transport_sequence(self, payload_size: int) -> int:
         """The transport-wide sequence number for the packet about to go out; remembered
@@ -110,15 +119,21 @@ class Downstream:
         if self.estimator.limited_by == "remb":
             return estimate  # the subscriber said so itself
         cut = self.estimator.last_cut_us
-        if cut is None:
+        if cut is None or cut == self._released_cut:
             return None
+        now = now_us()
+        delivered = self.estimator.delivered.rate_bps() or 0
         if cut != self._cut_seen:
             self._cut_seen = cut
-            self._capacity_at_cut = self.estimator.delivered.rate_bps() or estimate
+            self._capacity = max(self._capacity, delivered or estimate)
+        elif now - cut < CAPACITY_WINDOW_US:
+            # the most the link carried around a cut, while it was dropping the rest
+            self._capacity = max(self._capacity, delivered)
         if (
-            now_us() - cut >= CONGESTION_MEMORY_US
-            and estimate >= RELEASE_ABOVE_CAPACITY * self._capacity_at_cut
+            now - cut >= CONGESTION_MEMORY_US
+            and estimate >= RELEASE_ABOVE_CAPACITY * self._capacity
         ):
+            self._released_cut, self._capacity = cut, 0
             return None
         return estimate
 

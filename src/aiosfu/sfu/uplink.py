@@ -35,9 +35,37 @@ def now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+def transport_sequence_of(data: bytes, extension_id: int) -> int | None:
+    """The transport-wide sequence number in an RTP datagram's one-byte header
+    extension (RFC 8285), read without parsing the rest: SRTP encrypts only the payload,
+    so this works on a datagram not yet unprotected. None if it carries none."""
+    if not data[0] & 0x10 or not extension_id:
+        return None
+    pos = 12 + 4 * (data[0] & 0x0F)
+    if len(data) < pos + 4 or data[pos] != 0xBE or data[pos + 1] != 0xDE:
+        return None
+    end = pos + 4 + 4 * ((data[pos + 2] << 8) | data[pos + 3])
+    pos += 4
+    if end > len(data):
+        return None
+    while pos < end:
+        byte = data[pos]
+        if byte == 0:  # padding
+            pos += 1
+            continue
+        element, length = byte >> 4, (byte & 0x0F) + 1
+        if element == 15:
+            return None
+        if element == extension_id:
+            return (data[pos + 1] << 8) | data[pos + 2] if length == 2 else None
+        pos += 1 + length
+    return None
+
+
 class Uplink:
-    def __init__(self, send_rtcp: SendRtcp, sender_ssrc: int) -> None:
+    def __init__(self, send_rtcp: SendRtcp, sender_ssrc: int, extension_id: int = 0) -> None:
         self._send_rtcp = send_rtcp
+        self.extension_id = extension_id  # the transport-wide sequence number's header ID
         self.feedback = FeedbackGenerator(sender_ssrc=sender_ssrc, media_ssrc=0)
         self._timer: asyncio.TimerHandle | None = None
         self._last_arrival_us = 0
