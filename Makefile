@@ -55,6 +55,7 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache
