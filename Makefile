@@ -7,9 +7,18 @@ PORT     ?= 8080
 PYTEST_ARGS ?=
 # Media tests run in a fresh network namespace that has only loopback, so no packet
 # can leave the machine.
-LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && exec "$$0" "$$@"'
+# Firefox gathers no ICE candidates at all without a default route, so the namespace's
+# default route is loopback too.
+LOOPBACK_ONLY := unshare --net sh -c 'ip link set lo up && ip route add default dev lo src 127.0.0.1 && exec "$$0" "$$@"'
+# Interop peers (docs/interop.md): Firefox, GStreamer's webrtcbin driven from Debian's
+# python3-gi, and Node.js for protoo-client and puppeteer-core. Checked by package, since
+# most of them install no command of their own.
+INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+	gir1.2-gst-plugins-bad-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
-.PHONY: install system-deps run test lint bench bench-deps clean
+.PHONY: install system-deps run test lint fuzz bench bench-deps clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,25 +30,44 @@ system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v turnserver >/dev/null 2>&1 || missing="$$missing coturn"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	for pkg in $(INTEROP_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || \
+			missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-install: system-deps $(BIN)/aiosfu
+# npm packages exactly as locked; puppeteer drives Debian's Firefox and never downloads one.
+node_modules/.package-lock.json: package.json package-lock.json
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: system-deps $(BIN)/aiosfu node_modules/.package-lock.json
 
 run: install
 	$(BIN)/aiosfu serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/mypy
 	$(LOOPBACK_ONLY) $(BIN)/pytest -q $(PYTEST_ARGS)
 
+# At least a million inputs over every fuzz target (fuzz/); crashes are left as crash-*.
+FUZZ_RUNS ?= 1000000
+fuzz: install
+	$(LOOPBACK_ONLY) $(BIN)/python -m fuzz all --runs $(FUZZ_RUNS)
+
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
+	$(BIN)/mypy
 
 # The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
 bench-deps: install
@@ -58,4 +86,4 @@ bench: bench-deps
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache
+	rm -rf $(VENV) node_modules test-artifacts .pytest_cache .mypy_cache

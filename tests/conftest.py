@@ -65,7 +65,10 @@ class ServerProcess:
 
 
 def start_server(
-    tmp_path: Path, *extra: str, ice_ips: tuple[str, ...] = ("127.0.0.1",)
+    tmp_path: Path,
+    *extra: str,
+    ice_ips: tuple[str, ...] = ("127.0.0.1",),
+    host: str = "127.0.0.1",
 ) -> ServerProcess:
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
@@ -76,7 +79,7 @@ def start_server(
         "aiosfu",
         "serve",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         *(arg for ip in ice_ips for arg in ("--ice-ip", ip)),
@@ -89,7 +92,7 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return server
         except OSError:
             time.sleep(0.05)

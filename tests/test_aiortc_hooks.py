@@ -33,6 +33,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
 
 from aiosfu.sfu.aiortc_hooks import (
+    DTLS_PRIVATE,
     RECEIVER_PRIVATE,
     SENDER_PRIVATE,
     ForwardingReceiver,
@@ -58,6 +59,35 @@ async def dtls() -> AsyncIterator[RTCDtlsTransport]:
 
 def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
+
+
+async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
+    """receive_constrained_baseline_first reorders `_codecs`, which createAnswer lists."""
+    pc = aiortc.RTCPeerConnection()
+    try:
+        transceiver = pc.addTransceiver("video")
+        assert isinstance(transceiver._codecs, list)
+        assert "transceiver._codecs" in inspect.getsource(aiortc.RTCPeerConnection)
+    finally:
+        await pc.close()
+
+
+def test_certificate_builds_the_ssl_context_the_hooks_widen(dtls: RTCDtlsTransport) -> None:
+    """accept_rsa_dtls_servers wraps RTCCertificate._create_ssl_context."""
+    from OpenSSL import SSL
+
+    from aiosfu.sfu.aiortc_hooks import accept_rsa_dtls_servers
+
+    accept_rsa_dtls_servers()
+    context = RTCCertificate.generateCertificate()._create_ssl_context(dtls._srtp_profiles)
+    ciphers = SSL.Connection(context).get_cipher_list()
+    assert "ECDHE-RSA-AES128-GCM-SHA256" in ciphers
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in ciphers
+
+
+def test_dtls_private_names_exist(dtls: RTCDtlsTransport) -> None:
+    assert [name for name in DTLS_PRIVATE if not hasattr(dtls, name)] == []
+    assert dtls._role == "auto"  # what answer_as_dtls_server takes as "not chosen yet"
 
 
 @pytest.mark.parametrize("kind", ["audio", "video"])

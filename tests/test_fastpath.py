@@ -59,6 +59,25 @@ def test_protecting_header_and_payload_apart_is_protecting_them_joined() -> None
         assert bytes(parts(header, payload)) == reference.protect(bytes(header) + payload)
 
 
+def test_packets_larger_than_pylibsrtp_takes_are_protected_up_to_one_datagram() -> None:
+    """GStreamer's payloaders send 1400-byte RTP; forwarding adds header extensions. pylibsrtp
+    refuses anything over 1356 bytes, which used to drop every such packet."""
+    key = os.urandom(30)
+    parts = fast_protect_parts(_session(key))
+    assert parts is not None
+    inbound = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    receiver = pylibsrtp.Session(policy=inbound)
+    header = struct.pack("!BBHII", 0x90, 96, 1, 1, 7) + b"\xbe\xde\x00\x02" + b"\x10\x01" * 4
+    for seq, size in enumerate((1356, 1400, 1472)):
+        header = header[:2] + struct.pack("!H", seq) + header[4:]
+        payload = os.urandom(size - len(header))
+        protected = bytes(parts(header, payload))
+        assert len(protected) == size + 10
+        assert fast_unprotect(receiver)(protected) == header + payload
+    with pytest.raises(ValueError):
+        parts(header, os.urandom(1500))
+
+
 def test_fast_unprotect_matches_pylibsrtp() -> None:
     key = os.urandom(30)
     sender = _session(key)

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from aiosfu.config import Config
+from aiosfu.contract import ErrorCode
 from aiosfu.room import Rooms
 from aiosfu.signal import protocol
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
@@ -132,7 +133,7 @@ def test_data_may_be_omitted_for_a_method_without_required_fields() -> None:
 @pytest.mark.parametrize("text", ["", "not json", '{"request": true, "id": 3,', "{'a': 1}"])
 def test_not_json_is_bad_json_without_id(text: str) -> None:
     error = fails(text)
-    assert error.code == "bad-json" == protocol.BAD_JSON
+    assert error.code == "bad-json" == ErrorCode.BAD_JSON
     assert error.request_id is None
     assert "JSON" in error.reason
 

@@ -24,10 +24,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from aiosfu.contract import Recording, SfuError
 from aiosfu.record import RecordingManager, recording_name
 from aiosfu.record.bitstream import h264_frame_start, vp8_frame_start
 from aiosfu.sfu.codecs import keyframe_detector
-from aiosfu.sfu.interface import Recording, SfuError
 from tests.test_recording import analyse, decode_errors, probe
 
 SECONDS = 4.0

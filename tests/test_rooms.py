@@ -317,3 +317,58 @@ def test_media_through_the_server_only_in_sfu_rooms() -> None:
     with pytest.raises(RoomError) as exc:
         mesh.require_sfu("publish")
     assert code(exc) == "p2p-room" and "publish" in exc.value.reason
+
+
+# --- audience mode (docs/large-rooms.md) ---------------------------------------------
+
+
+def _lecture(threshold: int = 2) -> Rooms:
+    return Rooms(RoomPolicy(announce_members_up_to=threshold))
+
+
+def test_members_past_the_threshold_are_audience_known_only_to_watchers() -> None:
+    rooms = _lecture()
+    for uid in ("t", "e", "s1", "s2"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    assert room.early == {"t", "e"} and room.audience_mode
+    assert sorted(room.promote("t")) == ["s1", "s2"], "a new watcher pairs with the audience"
+    assert sorted(room.told_of("e")) == ["t"], "early members: early ones and watchers"
+    assert room.told_of("s1") == ["t"], "audience: only watchers"
+    assert [m.uid for m in room.listed_for("s2")] == ["t"]
+    assert sorted(m.uid for m in room.listed_for("t")) == ["e", "s1", "s2"]
+
+
+def test_a_publishing_member_is_paired_with_everyone_it_did_not_know_once() -> None:
+    rooms = _lecture()
+    for uid in ("t", "e", "s1", "s2"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    room.promote("t")
+    assert sorted(room.promote("s2")) == ["e", "s1"], "t already knew s2"
+    assert room.promote("s2") == []
+    assert sorted(room.told_of("s2")) == ["e", "s1", "t"]
+    assert sorted(room.promote("e")) == ["s1"]
+
+
+def test_below_the_threshold_everyone_knows_everyone() -> None:
+    rooms = _lecture(3)
+    for uid in ("a", "b", "c"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    assert not room.audience_mode
+    assert sorted(room.told_of("a")) == ["b", "c"]
+    assert room.promote("a") == []
+
+
+def test_departure_says_who_had_been_told() -> None:
+    rooms = _lecture()
+    for uid in ("t", "e", "s1"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    room.promote("t")
+    assert rooms.leave("r", "s1").told == ["t"]
+    assert rooms.leave("r", "e").told == ["t"]
+
+
+def test_threshold_zero_announces_everyone() -> None:
+    rooms = _lecture(0)
+    for uid in ("a", "b", "c"):
+        room = rooms.join("r", Member(uid=uid, signalid="sig"))
+    assert room.early == {"a", "b", "c"} and not room.audience_mode

@@ -9,15 +9,23 @@ from aiosfu.log import get_logger
 from aiosfu.room import RoomPolicy, Rooms
 from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
 from aiosfu.sfu.local import LocalSfu, SfuSettings
+from aiosfu.sfu.nat import nat_mapping
+from aiosfu.signal import turn
+from aiosfu.signal.access import AccessControl
+from aiosfu.signal.auth import Authenticator
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
+from aiosfu.signal.limits import Limits, fit_to_file_limit
 from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
+from aiosfu.signal.session import PeerSession
+from aiosfu.signal.stage import Stage
 
 log = get_logger("aiosfu.app")
 
 
 def build_app(config: Config) -> web.Application:
     ice_addresses = use_host_addresses(config.ice_ips)
+    announced = nat_mapping(ice_addresses, config.public_ip, config.nat_1_1_mapping)
     drop_unverified_datagrams()
     sfu = LocalSfu(
         SfuSettings(
@@ -25,36 +33,79 @@ def build_app(config: Config) -> web.Application:
             cache_size=config.packet_cache_size,
             keyframe_request_interval=config.keyframe_request_interval,
             keyframe_retry_interval=config.keyframe_retry_interval,
+            connect_timeout=config.connect_timeout,
             datachannel_max_message_bytes=config.datachannel_max_message_bytes,
             datachannel_buffer_bytes=config.datachannel_buffer_bytes,
             record_dir=config.record_dir,
+            nat_mapping=announced,
         )
     )
     policy = RoomPolicy(
         default_mode=config.room_mode,
         capacities={"sfu": config.sfu_room_capacity, "p2p": config.p2p_room_capacity},
         presets={rid: (room.mode, room.capacity) for rid, room in config.rooms.items()},
+        announce_members_up_to=config.announce_members_up_to,
     )
     recorded_rooms = set(config.record_rooms)
+    auth = Authenticator({bizid: i.keys for bizid, i in config.institutions.items()})
+    limits = fit_to_file_limit(
+        Limits(
+            requests_per_second=config.rate_limit,
+            request_burst=config.rate_burst,
+            publications_per_peer=config.max_publications_per_peer,
+            subscriptions_per_peer=config.max_subscriptions_per_peer,
+            rooms_per_peer=config.max_rooms_per_peer,
+            members_per_room=config.max_room_members,
+            peer_connections=config.max_peer_connections,
+            connections=config.max_connections,
+            offer_media_sections=config.max_offer_media,
+        ),
+        sockets_per_peer_connection=len(ice_addresses),
+    )
     service = SignalService(
         Rooms(policy),
         sfu,
         config.signal_id,
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
+        access=AccessControl(auth, limits),
     )
+    if config.turn_urls and config.turn_secret:
+
+        def turn_credentials(session: PeerSession, rid: str) -> dict[str, object]:
+            servers = turn.ice_servers(
+                config.ice_servers,
+                config.turn_urls,
+                config.turn_secret,
+                session.uid,
+                config.turn_ttl,
+            )
+            return {"iceServers": servers}
+
+        service.join_extras.append(turn_credentials)
     P2PRelay(service)
+    Stage(service)
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
     add_routes(app)
 
+    secure = bool(config.tls_cert or config.tls_self_signed)
+
     async def on_startup(app: web.Application) -> None:
         log.info(
             "serving",
-            url=f"http://{config.host}:{config.port}/",
-            ws=f"ws://{config.host}:{config.port}/ws",
+            url=f"{'https' if secure else 'http'}://{config.host}:{config.port}/",
+            ws=f"{'wss' if secure else 'ws'}://{config.host}:{config.port}/ws",
             ice=",".join(ice_addresses),
+            announced=",".join(f"{k}->{v}" for k, v in announced.items()) or "-",
         )
+        if auth.open:
+            log.warning(
+                "open-mode",
+                detail="no API keys configured: anyone may join as anyone (development only)",
+            )
+        else:
+            log.info("tokens-required", institutions=len(config.institutions), keys=len(auth.keys))
 
     async def on_shutdown(app: web.Application) -> None:
         for session in list(service.sessions.values()):

@@ -7,10 +7,11 @@ import sys
 
 from aiohttp import web
 
-from aiosfu import __version__
+from aiosfu import __version__, tls
 from aiosfu.config import load_config
 from aiosfu.log import configure
 from aiosfu.peer_cli import add_peer_parser
+from aiosfu.token_cli import add_token_parser
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -20,21 +21,40 @@ def _serve(args: argparse.Namespace) -> None:
             "host": args.host,
             "port": args.port,
             "ice_ips": args.ice_ip,
+            "public_ip": args.public_ip,
             "keepalive_timeout": args.keepalive_timeout,
+            "connect_timeout": args.connect_timeout,
             "log_level": args.log_level,
             "record_dir": args.record_dir,
             "record_all": args.record_all,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_self_signed": args.tls_self_signed,
         },
     )
     configure(config.log_level)
     from aiosfu.app import build_app  # after logging is configured
 
     app = build_app(config)
+    context, scheme = None, "http"
+    if config.tls_self_signed:
+        cert, key, fingerprint = tls.self_signed([config.host, *config.ice_ips])
+        context, scheme = tls.server_context(cert, key), "https"
+        print(f"aiosfu: self-signed certificate, SHA-256 fingerprint {fingerprint}", flush=True)
+    elif config.tls_cert:
+        context, scheme = tls.server_context(config.tls_cert, config.tls_key), "https"
     print(
-        f"aiosfu {__version__}: open http://{config.host}:{config.port}/ in two browser tabs",
+        f"aiosfu {__version__}: open {scheme}://{config.host}:{config.port}/ in two browser tabs",
         flush=True,
     )
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        ssl_context=context,
+        print=None,
+        access_log=None,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="offer ICE host candidates on this address only (repeatable; loopback allowed)",
     )
+    serve.add_argument(
+        "--public-ip",
+        metavar="IP",
+        help="behind 1:1 NAT: bind the ICE addresses, announce this public one in candidates",
+    )
     serve.add_argument("--config", help="TOML config file (see config.sample.toml)")
     serve.add_argument(
         "--keepalive-timeout", type=float, help="seconds before a silent peer is removed"
+    )
+    serve.add_argument(
+        "--connect-timeout",
+        type=float,
+        help="seconds a publish/subscribe transport has to connect before it is removed",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--record-dir", metavar="DIR", help="where recordings are written")
@@ -65,8 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="record every publication from the moment it is published",
     )
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    serve.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        default=None,
+        help="serve HTTPS/WSS with a fresh self-signed certificate (a LAN trial)",
+    )
     serve.set_defaults(func=_serve)
     add_peer_parser(commands)
+    add_token_parser(commands)
     return parser
 
 

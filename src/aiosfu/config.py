@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SAMPLE_PATH = Path(__file__).with_name("config.sample.toml")
 
@@ -24,12 +24,22 @@ class RoomPreset(BaseModel):
     capacity: int = Field(0, ge=0)
 
 
+class Institution(BaseModel):
+    """A customer of the deployment (`bizid`): its API keys, each with its secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     ice_ips: list[str] = Field(default_factory=list)
+    public_ip: str = ""
+    nat_1_1_mapping: dict[str, str] = Field(default_factory=dict)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     signal_id: str = "signal-1"
     sfu_id: str = "sfu-1"
@@ -37,21 +47,56 @@ class Config(BaseModel):
     max_frame_bytes: int = Field(262_144, ge=1024)
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)
+    connect_timeout: float = Field(15.0, gt=0)
     packet_cache_size: int = Field(512, ge=16)
     room_mode: Literal["sfu", "p2p"] = "sfu"
     sfu_room_capacity: int = Field(0, ge=0)
     p2p_room_capacity: int = Field(6, ge=0)
     rooms: dict[str, RoomPreset] = Field(default_factory=dict)
+    announce_members_up_to: int = Field(100, ge=0)
     datachannel_max_message_bytes: int = Field(16384, ge=256, le=262_144)
     datachannel_buffer_bytes: int = Field(1_048_576, ge=4096)
     record_dir: str = "recordings"
     record_all: bool = False
     record_rooms: list[str] = Field(default_factory=list)
+    # Access control (docs/security.md).
+    institutions: dict[str, Institution] = Field(default_factory=dict)
+    allowed_origins: list[str] = Field(default_factory=list)
+    rate_limit: float = Field(50.0, gt=0)
+    rate_burst: int = Field(200, ge=1)
+    max_publications_per_peer: int = Field(8, ge=1)
+    max_subscriptions_per_peer: int = Field(500, ge=1)
+    max_rooms_per_peer: int = Field(8, ge=1)
+    max_room_members: int = Field(2000, ge=1)
+    max_peer_connections: int = Field(4000, ge=1)
+    max_connections: int = Field(4000, ge=1)
+    max_offer_media: int = Field(16, ge=1, le=256)
+    turn_urls: list[str] = Field(default_factory=list)
+    turn_secret: str = ""
+    turn_ttl: int = Field(86400, ge=60)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_self_signed: bool = False
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Config:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 # Env vars taken as they are, never parsed as JSON (a room directory named "2024" stays text).
-_PLAIN_STRINGS = ("host", "signal_id", "sfu_id", "record_dir")
+_PLAIN_STRINGS = (
+    "host",
+    "public_ip",
+    "signal_id",
+    "sfu_id",
+    "record_dir",
+    "turn_secret",
+    "tls_cert",
+    "tls_key",
+)
 
 
 def _env_value(raw: str) -> Any:

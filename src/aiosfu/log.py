@@ -10,12 +10,32 @@ import logging
 import sys
 from typing import Any
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    if c.isascii() and c.isprintable():
+        return c
+    code = ord(c)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
 
 def _format_value(value: Any) -> str:
+    """One field, always on one line: values often come from peers (uids, room ids,
+    reasons), and a newline in one must not forge a log line of its own. Anything but
+    printable ASCII is escaped, so lookalike letters show as what they are."""
     text = str(value)
-    if not text or any(c in text for c in ' ="'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
+    if text and text.isascii() and text.isprintable() and not any(c in text for c in ' ="\\'):
+        return text
+    return '"' + "".join(_escape(c) for c in text) + '"'
 
 
 class KeyValueFormatter(logging.Formatter):

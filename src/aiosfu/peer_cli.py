@@ -15,7 +15,7 @@ import random
 import secrets
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the client (aiortc) loads only when a peer command runs
     from aiosfu.client import Client, PeerLink
@@ -93,10 +93,12 @@ async def converse(link: PeerLink, say: Say, interval: float, count: int) -> boo
     """Send a random message every `interval` s and print what arrives, until `count` each
     (True) or until the connection ends (False)."""
     ended = asyncio.Event()
-    link.pc.on(
-        "connectionstatechange",
-        lambda: link.pc.connectionState in ("failed", "closed") and ended.set(),
-    )
+
+    def on_state() -> None:
+        if link.pc.connectionState in ("failed", "closed"):
+            ended.set()
+
+    link.pc.on("connectionstatechange", on_state)
     channel = await link.wait_channel(timeout=30)
     say(
         f"Data channel '{channel.label}' open. Random messages will now be sent to any "
@@ -124,7 +126,8 @@ async def converse(link: PeerLink, say: Say, interval: float, count: int) -> boo
 
     talk = asyncio.ensure_future(asyncio.gather(send(), receive()))
     end = asyncio.ensure_future(ended.wait())
-    await asyncio.wait({talk, end}, return_when=asyncio.FIRST_COMPLETED)
+    running: list[asyncio.Future[Any]] = [talk, end]
+    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
     for task in (talk, end):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -218,6 +218,28 @@ class Client:
         """Stop it; the response describes the closed file (duration, size)."""
         return await self.request("stop-record", {"rid": rid, "mid": mid})
 
+    # --- the classroom stage (docs/security.md): the server checks the grants ---------
+
+    async def update_grants(self, rid: str, uid: str, **grants: Any) -> dict[str, Any]:
+        """Change what `uid` may do, e.g. `canPublish=True` brings a student on stage and
+        `canPublish=False` takes them off (their streams end at once). Needs roomAdmin."""
+        return await self.request("update-grants", {"rid": rid, "uid": uid, "grants": grants})
+
+    async def mute(self, rid: str, mid: str, kind: str, muted: bool = True) -> None:
+        """Stop (or resume) forwarding the audio or video of stream `mid`."""
+        await self.request("mute", {"rid": rid, "mid": mid, "kind": kind, "muted": muted})
+
+    async def remove(self, rid: str, uid: str) -> None:
+        """Remove `uid` from the room for as long as it lasts. Needs roomAdmin."""
+        await self.request("remove", {"rid": rid, "uid": uid})
+
+    async def raise_hand(self, rid: str) -> None:
+        await self.request("raise-hand", {"rid": rid})
+
+    async def lower_hand(self, rid: str, uid: str | None = None) -> None:
+        """Lower our hand, or (roomAdmin) someone else's."""
+        await self.request("lower-hand", {"rid": rid, **({"uid": uid} if uid else {})})
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive_interval)

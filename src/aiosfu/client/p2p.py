@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,7 @@ class P2P:
         self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         for method in ("offer", "answer", "candidate"):
-            client.signaling.on(method, lambda data, m=method: self._dispatch(m, data))
+            client.signaling.on(method, functools.partial(self._dispatch, method))
         client.attached.append(self)  # closed with the client
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

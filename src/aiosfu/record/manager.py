@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiosfu.contract import ErrorCode, Recording, SfuError
 from aiosfu.log import get_logger
 from aiosfu.record.muxer import UnsupportedCodec, file_format
 from aiosfu.record.recorder import RecordableTrack
 from aiosfu.record.session import RecordingSession
-from aiosfu.sfu.interface import Recording, SfuError
 
 log = get_logger("aiosfu.record")
 
@@ -64,11 +64,11 @@ class RecordingManager:
         if running is not None and not running.stopped:
             return running.recording
         if not producers:
-            raise SfuError("codec-unsupported", f"stream {mid!r} has no audio or video")
+            raise SfuError(ErrorCode.CODEC_UNSUPPORTED, f"stream {mid!r} has no audio or video")
         try:
             fmt = file_format([p.codec.mimeType for p in producers])
         except UnsupportedCodec as exc:
-            raise SfuError("codec-unsupported", str(exc)) from exc
+            raise SfuError(ErrorCode.CODEC_UNSUPPORTED, str(exc)) from exc
         started_at = time.time()
         path = self._create(recording_name(rid, uid, mid, started_at, fmt.extension))
         recording = Recording(
@@ -101,7 +101,7 @@ class RecordingManager:
             raise FileExistsError(f"{path} and 999 numbered variants exist")
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise SfuError("record-failed", f"cannot create {path}: {reason}") from exc
+            raise SfuError(ErrorCode.RECORD_FAILED, f"cannot create {path}: {reason}") from exc
 
     async def stop(self, mid: str, reason: str) -> Recording | None:
         """Stop and close the file; None if the publication is not being recorded."""

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+from av.audio.codeccontext import AudioCodecContext
 from av.container import OutputContainer
 from av.stream import Stream
+from av.video.codeccontext import VideoCodecContext
 
 from aiosfu.record.bitstream import OPUS_CLOCK, opus_head
 
@@ -107,6 +109,7 @@ class Muxer:
     def add_opus(self, channels: int) -> int:
         stream = self._add("audio/opus")
         context = stream.codec_context
+        assert isinstance(context, AudioCodecContext)
         context.sample_rate = OPUS_CLOCK
         context.layout = "stereo" if channels == 2 else "mono"
         context.extradata = opus_head(channels)
@@ -118,6 +121,7 @@ class Muxer:
     ) -> int:
         stream = self._add(mime_type)
         context = stream.codec_context
+        assert isinstance(context, VideoCodecContext)
         context.width = width
         context.height = height
         context.framerate = Fraction(0, 1)  # variable: each frame has its own timestamp

@@ -122,9 +122,9 @@ class TrackRecorder:
         queue = self.queue
         reorder = self.reorder
         for _ in range(len(queue)):
-            item = queue.popleft()
+            queued = queue.popleft()
             self.packets_in += 1
-            reorder.push(item[0], item, now)
+            reorder.push(queued[0], queued, now)
         while self.reports:
             ntp, rtp, received = self.reports.popleft()
             if ntp == 0:

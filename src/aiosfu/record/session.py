@@ -24,10 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from aiosfu.contract import Recording
 from aiosfu.log import get_logger
 from aiosfu.record.muxer import FileFormat, Muxer
 from aiosfu.record.recorder import RecordableTrack, TrackRecorder
-from aiosfu.sfu.interface import Recording
 
 log = get_logger("aiosfu.record")
 

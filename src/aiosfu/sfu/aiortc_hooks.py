@@ -26,6 +26,7 @@ upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import random
@@ -36,7 +37,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import pylibsrtp
-from aiortc import MediaStreamTrack, RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import (
+    MediaStreamTrack,
+    RTCCertificate,
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
 from aiortc.clock import current_ntp_time
 from aiortc.codecs import CODECS, HEADER_EXTENSIONS, is_rtx
 from aiortc.rate import RemoteBitrateEstimator
@@ -55,6 +63,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
@@ -64,6 +73,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
@@ -76,6 +86,7 @@ CONNECTED = DtlsState.CONNECTED
 Send = Callable[[bytes | bytearray, bytes], None]
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
 STAMP = struct.Struct("qq")  # struct timespec
+MAX_RTP_SIZE = 1500 - 28  # the largest RTP packet one IPv4 UDP datagram carries on Ethernet
 DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
 # aiortc's own extensions use IDs 1-3; BUNDLE shares one ID space across kinds.
 TRANSPORT_CC_ID = 5
@@ -99,7 +110,15 @@ SENDER_PRIVATE = (
     "_RTCRtpSender__rtp_timestamp",
 )
 # read off an RTCDtlsTransport by the fast paths (public-looking, but not public API)
-DTLS_PRIVATE = ("_state", "_rx_srtp", "_tx_srtp", "_rtp_router", "_rtp_header_extensions_map")
+DTLS_PRIVATE = (
+    "_state",
+    "_rx_srtp",
+    "_tx_srtp",
+    "_rtp_router",
+    "_rtp_header_extensions_map",
+    "_role",
+    "_set_role",
+)
 
 
 def negotiate_transport_cc() -> None:
@@ -150,10 +169,15 @@ def fast_protect_parts(
     try:
         from pylibsrtp._binding import ffi, lib
 
-        cdata, buffer, srtp = session._cdata, session._buffer, session._srtp[0]
+        srtp = session._srtp[0]
     except (ImportError, AttributeError):
         return None
-    size = len(buffer) - SRTP_MAX_TRAILER_LEN
+    # Our own buffer, not the session's 1500 bytes: pylibsrtp keeps 144 of those for the
+    # trailer, which caps RTP at 1356 bytes, and publishers such as GStreamer (1400-byte
+    # payloader MTU) send larger packets, to which forwarding adds header extensions.
+    cdata = ffi.new("char[]", MAX_RTP_SIZE + SRTP_MAX_TRAILER_LEN)
+    buffer = ffi.buffer(cdata)
+    size = MAX_RTP_SIZE
     view = memoryview(buffer)
     length = ffi.new("int *")
     srtp_protect = lib.srtp_protect
@@ -199,7 +223,8 @@ def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
         error = srtp_unprotect(srtp, cdata, length)
         if error:
             raise pylibsrtp.Error(f"srtp_unprotect failed ({error})")
-        return buffer[0 : length[0]]
+        clear: bytes = buffer[0 : length[0]]
+        return clear
 
     return unprotect
 
@@ -208,7 +233,7 @@ def connection_uplink(pc: Any) -> Uplink | None:
     """The transport-cc feedback state of a publisher's peer connection, if negotiated."""
     for transceiver in pc.getTransceivers():
         uplink = getattr(transceiver.receiver, "uplink", None)
-        if uplink is not None:
+        if isinstance(uplink, Uplink):
             return uplink
     return None
 
@@ -240,7 +265,7 @@ class FastIngress:
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport) -> None:
         if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
-            dtls._aiosfu_fast_ingress = cls(dtls)  # type: ignore[attr-defined]
+            dtls._aiosfu_fast_ingress = cls(dtls)
 
     @property
     def installed(self) -> bool:
@@ -343,11 +368,23 @@ def arrival_clock(sock: socket.socket | None) -> Callable[[], int]:
             ioctl(fd, SIOCGSTAMPNS, stamp, True)
         except OSError:
             return monotonic_ns() // 1000
+        seconds: int
+        nanoseconds: int
         seconds, nanoseconds = unpack_from(stamp)
         # the stamp is wall-clock time: moved onto the monotonic clock at this instant
         return (seconds * 1_000_000_000 + nanoseconds + monotonic_ns() - time_ns()) // 1000
 
     return kernel_time
+
+
+def parse_rtp(data: bytes, extensions: HeaderExtensionsMap) -> RtpPacket | None:
+    """aiortc's parser, or None for a malformed packet. Besides its ValueError it raises
+    struct.error on a header extension of the wrong length (found by fuzzing): from the
+    socket callback that would cost a traceback per packet."""
+    try:
+        return RtpPacket.parse(data, extensions)
+    except (ValueError, struct.error):
+        return None
 
 
 class NeverTrack(MediaStreamTrack):
@@ -407,6 +444,7 @@ class ForwardingReceiver(RTCRtpReceiver):
             return
         codecs: dict[int, RTCRtpCodecParameters] = self._RTCRtpReceiver__codecs
         for codec in parameters.codecs:
+            assert codec.payloadType is not None  # negotiated codecs always have one
             codecs[codec.payloadType] = codec
         self._rtx_payload_types = {pt for pt, codec in codecs.items() if is_rtx(codec)}
         for encoding in parameters.encodings:
@@ -433,7 +471,7 @@ class ForwardingReceiver(RTCRtpReceiver):
                 e.id for e in parameters.headerExtensions if e.uri == URI_TRANSPORT_CC
             )
             uplink = Uplink(dtls._send_rtp, ssrc, extension_id)
-            dtls._aiosfu_uplink = uplink  # type: ignore[attr-defined]
+            dtls._aiosfu_uplink = uplink
         return uplink
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
@@ -456,9 +494,8 @@ class ForwardingReceiver(RTCRtpReceiver):
     def ingest(self, data: bytes, arrival_us: int) -> None:
         """The fast path's entry (FastIngress): a clear RTP datagram read from the socket
         at `arrival_us` (time.monotonic_ns() // 1000), handled at once."""
-        try:
-            packet = RtpPacket.parse(data, self.transport._rtp_header_extensions_map)
-        except ValueError:
+        packet = parse_rtp(data, self.transport._rtp_header_extensions_map)
+        if packet is None:
             return
         try:
             accepted = self._accept(packet, arrival_us, len(data))
@@ -589,7 +626,7 @@ def read_transport_feedback(dtls: RTCDtlsTransport, downstream: DownlinkFeedback
     (and the receiver reports and NACKs in it) on its padded length."""
     if getattr(dtls, "_aiosfu_downstream", None) is not None:
         return
-    dtls._aiosfu_downstream = downstream  # type: ignore[attr-defined]
+    dtls._aiosfu_downstream = downstream
     handle_rtcp_data = dtls._handle_rtcp_data
 
     async def handle(data: bytes) -> None:
@@ -634,6 +671,7 @@ class ForwardingSender(RTCRtpSender):
             read_transport_feedback(self.transport, self.downstream)
         await super().send(parameters)
         codec = parameters.codecs[0]
+        assert codec.payloadType is not None  # negotiated codecs always have one
         rtx_payload_type = next(
             (
                 c.payloadType
@@ -659,7 +697,12 @@ class ForwardingSender(RTCRtpSender):
         self.write_rtp_parts(b"", data, payload_size, timestamp)
 
     def write_rtp_parts(
-        self, header: bytes | bytearray, payload: bytes, payload_size: int, timestamp: int
+        self,
+        header: bytes | bytearray,
+        payload: bytes,
+        payload_size: int,
+        timestamp: int,
+        count: bool = True,
     ) -> None:
         """`write_rtp(header + payload, ...)`, with header and payload copied straight
         into the SRTP buffer: the forwarder's per-subscriber call."""
@@ -667,6 +710,8 @@ class ForwardingSender(RTCRtpSender):
         if egress is None or egress[1]._state is not CONNECTED:
             egress = self._egress = self._open_egress(self.transport)
         egress[0](header, payload)
+        if not count:  # a retransmission: Sender Reports count each packet once
+            return
         self._RTCRtpSender__packet_count += 1
         self._RTCRtpSender__octet_count += payload_size
         if not self.has_sender_clock:
@@ -691,7 +736,8 @@ class ForwardingSender(RTCRtpSender):
             session, transport_sendto = dtls._tx_srtp, transport.sendto
 
             def send(header: bytes | bytearray, payload: bytes) -> None:
-                transport_sendto(session.protect(bytes(header) + payload), remote)
+                with contextlib.suppress(ValueError):  # too long for pylibsrtp's buffer
+                    transport_sendto(session.protect(bytes(header) + payload), remote)
 
             return send, dtls
         sock_sendto = sock.sendto
@@ -701,6 +747,8 @@ class ForwardingSender(RTCRtpSender):
             # what it may have buffered, and a full socket buffer means a drop either way.
             try:
                 sock_sendto(protect(header, payload), remote)
+            except ValueError:
+                pass  # larger than one UDP datagram: no peer could take it
             except BlockingIOError:
                 pass  # dropped as on a congested link; NACK/PLI repair it
             except OSError as exc:  # the socket is closed: the connection is going away
@@ -709,7 +757,9 @@ class ForwardingSender(RTCRtpSender):
         return send_direct, dtls
 
     async def resend(self, data: bytes) -> None:
-        await self.transport._send_rtp(data)
+        """A retransmission goes out the way forwarded packets do (aiortc's `_send_rtp`
+        would refuse a packet above 1356 bytes, and its error would end the transport)."""
+        self.write_rtp_parts(b"", data, 0, 0, count=False)
 
     def set_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.has_sender_clock = True
@@ -734,3 +784,93 @@ class ForwardingSender(RTCRtpSender):
                     if report.ssrc == self._ssrc:
                         self.downstream.on_receiver_report(report.fraction_lost)
             await super()._handle_rtcp_packet(packet)
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection, offer: SessionDescription) -> None:
+    """Be the DTLS server (`a=setup:passive`) towards an offer of `actpass`.
+
+    aiortc always answers `actpass` with `active`, and as DTLS client it offers only
+    ECDHE-ECDSA cipher suites, so a peer with an RSA certificate (GStreamer's webrtcbin,
+    for one) fails the handshake with "no shared cipher". As the server we pick a suite
+    from whatever the peer's client offers, as Janus and mediasoup do (RFC 8842 §5.3 lets
+    the answerer choose). An offer of `active` or `passive` is honoured as aiortc does.
+    Call between setRemoteDescription(offer) and createAnswer().
+    """
+    actpass = {m.rtp.muxId for m in offer.media if m.dtls is not None and m.dtls.role == "auto"}
+    transports: list[RTCDtlsTransport] = [
+        t.receiver.transport for t in pc.getTransceivers() if t.mid in actpass
+    ]
+    sctp = pc.sctp
+    if sctp is not None and sctp.mid in actpass:
+        transports.append(sctp.transport)
+    for dtls in transports:
+        if dtls._role == "auto":
+            dtls._set_role("server")
+
+
+def receive_constrained_baseline_first(pc: RTCPeerConnection) -> None:
+    """Where a publisher's offer puts H264 Baseline first and also has Constrained
+    Baseline in the same packetization mode, answer with Constrained Baseline.
+
+    Chromium offers 42001f before 42e01f for the same encoder; a stream negotiated as
+    Constrained Baseline can be forwarded to subscribers offering either (see
+    sfu/codec_match.py), one negotiated as Baseline only to those offering Baseline.
+    aiortc keeps the offer's order in the transceiver's `_codecs`, which its answer lists
+    as is. Call between setRemoteDescription(offer) and createAnswer().
+    """
+    from aiortc.sdp import H264Profile, parse_h264_profile_level_id
+
+    def h264(codec: RTCRtpCodecParameters) -> tuple[H264Profile, str] | None:
+        if codec.mimeType.lower() != "video/h264":
+            return None
+        try:
+            profile = parse_h264_profile_level_id(
+                str(codec.parameters.get("profile-level-id", "42e01f"))
+            )[0]
+        except ValueError:
+            return None
+        return profile, str(codec.parameters.get("packetization-mode", "0"))
+
+    for transceiver in pc.getTransceivers():
+        codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+        primary = next((c for c in codecs if not is_rtx(c)), None)
+        first = h264(primary) if primary is not None else None
+        if first is None or first[0] != H264Profile.PROFILE_BASELINE:
+            continue
+        better = next(
+            (c for c in codecs if h264(c) == (H264Profile.PROFILE_CONSTRAINED_BASELINE, first[1])),
+            None,
+        )
+        if better is None:
+            continue
+        rtx = [c for c in codecs if is_rtx(c) and c.parameters.get("apt") == better.payloadType]
+        transceiver._codecs = [better, *rtx] + [
+            c for c in codecs if c is not better and c not in rtx
+        ]
+
+
+# aiortc's own list, then the same suites for servers whose certificate is RSA.
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+    b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"
+    b"ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
+_aiortc_ssl_context = RTCCertificate._create_ssl_context
+
+
+def _ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> Any:
+    context = _aiortc_ssl_context(self, srtp_profiles)
+    context.set_cipher_list(DTLS_CIPHERS)
+    return context
+
+
+def accept_rsa_dtls_servers() -> None:
+    """As DTLS client (towards an offer of `setup:passive`), also offer the ECDHE-RSA
+    suites, so a peer whose certificate is RSA can be the DTLS server.
+
+    aiortc offers only ECDHE-ECDSA suites, which a server with an RSA certificate cannot
+    choose. Our own certificate stays ECDSA, so as DTLS server we still only ever pick
+    ECDSA suites. Process-wide and idempotent, like sfu/ice.py's aioice settings.
+    """
+    RTCCertificate._create_ssl_context = _ssl_context  # type: ignore[method-assign]

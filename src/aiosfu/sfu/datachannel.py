@@ -31,16 +31,12 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
+from aiosfu.contract import ErrorCode, SfuError
 from aiosfu.log import get_logger
-from aiosfu.sfu.interface import SfuError
 
 log = get_logger("aiosfu.sctp")
 
 _U16 = struct.Struct("!H")
-
-MESSAGE_TOO_LARGE = "message-too-large"
-BAD_MESSAGE = "bad-message"
-UNKNOWN_PEER = "unknown-peer"
 
 
 class RefusedMessage(SfuError):
@@ -95,15 +91,19 @@ def encode_binary(uid: str, payload: bytes) -> bytes:
 
 def decode_binary(frame: bytes) -> tuple[str, bytes]:
     if len(frame) < _U16.size:
-        raise RefusedMessage(BAD_MESSAGE, "a binary message starts with a 2-byte uid length")
+        raise RefusedMessage(
+            ErrorCode.BAD_MESSAGE, "a binary message starts with a 2-byte uid length"
+        )
     (length,) = _U16.unpack_from(frame)
     end = _U16.size + length
     if len(frame) < end:
-        raise RefusedMessage(BAD_MESSAGE, f"the binary header names a {length}-byte uid")
+        raise RefusedMessage(ErrorCode.BAD_MESSAGE, f"the binary header names a {length}-byte uid")
     try:
         uid = frame[_U16.size : end].decode()
     except UnicodeDecodeError as exc:
-        raise RefusedMessage(BAD_MESSAGE, "the uid in the binary header is not UTF-8") from exc
+        raise RefusedMessage(
+            ErrorCode.BAD_MESSAGE, "the uid in the binary header is not UTF-8"
+        ) from exc
     return uid, frame[end:]
 
 
@@ -112,14 +112,14 @@ def decode_text(text: str) -> tuple[str, Any]:
     try:
         envelope = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise RefusedMessage(BAD_MESSAGE, f"a text message must be JSON: {exc}") from exc
+        raise RefusedMessage(ErrorCode.BAD_MESSAGE, f"a text message must be JSON: {exc}") from exc
     if not isinstance(envelope, dict) or "data" not in envelope:
-        raise RefusedMessage(BAD_MESSAGE, 'a text message is a JSON object {"data": ...}')
+        raise RefusedMessage(ErrorCode.BAD_MESSAGE, 'a text message is a JSON object {"data": ...}')
     to = envelope.get("to", "")
     if to is None:
         to = ""
     if not isinstance(to, str):
-        raise RefusedMessage(BAD_MESSAGE, '"to" must be a peer id (a string)')
+        raise RefusedMessage(ErrorCode.BAD_MESSAGE, '"to" must be a peer id (a string)')
     return to, envelope["data"]
 
 
@@ -183,7 +183,7 @@ class DataRelay:
         try:
             if size > self.max_message_bytes:
                 raise RefusedMessage(
-                    MESSAGE_TOO_LARGE,
+                    ErrorCode.MESSAGE_TOO_LARGE,
                     f"a message of {size} bytes exceeds the limit of {self.max_message_bytes}",
                 )
             if isinstance(message, bytes):
@@ -215,7 +215,7 @@ class DataRelay:
         targets = [e for e in group if e.uid == to and to != source.uid]
         if not targets:
             raise RefusedMessage(
-                UNKNOWN_PEER,
+                ErrorCode.UNKNOWN_PEER,
                 f"no other peer {to!r} with a {source.label!r} data channel in room {source.rid!r}",
             )
         return targets

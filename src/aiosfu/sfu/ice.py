@@ -9,6 +9,7 @@ aioice's address discovery for the whole process; the client SDK uses it too.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Sequence
 
 import aioice.ice
@@ -41,6 +42,7 @@ def use_host_addresses(addresses: Sequence[str] | None) -> list[str]:
 
 
 _original_datagram_received = aioice.ice.StunProtocol.datagram_received
+malformed_stun_dropped = 0  # process-wide count, for tests and debugging
 
 
 def _is_known_peer(
@@ -58,13 +60,20 @@ def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple) 
     # RFC 7983: a first byte of 0-3 is STUN, which ICE must see from anyone. Anything else
     # (DTLS, SRTP) is accepted only from an address ICE has paired with: aioice passes any
     # datagram up, and aiortc's transport dies on some malformed ones.
-    if data[0] > 3 and not _is_known_peer(
-        self.receiver, self.local_candidate.component, (addr[0], addr[1])
-    ):
+    if data[0] > 3:
+        if _is_known_peer(self.receiver, self.local_candidate.component, (addr[0], addr[1])):
+            _original_datagram_received(self, data, addr)
         return
-    _original_datagram_received(self, data, addr)
+    try:
+        _original_datagram_received(self, data, addr)
+    except (struct.error, ValueError, IndexError, UnicodeDecodeError):
+        # aioice's STUN parser trusts attribute lengths (a 2-byte PRIORITY raises
+        # struct.error): anyone can send such a datagram, so it is dropped like garbage
+        # instead of costing a traceback each.
+        global malformed_stun_dropped
+        malformed_stun_dropped += 1
 
 
 def drop_unverified_datagrams() -> None:
     """Keep strangers' datagrams away from DTLS/SRTP (idempotent, process-wide)."""
-    aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign]
+    aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign, assignment]

@@ -6,57 +6,26 @@ Signaling holds an `Sfu` and never looks behind it: the embedded server passes a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+# The result types and the error live in the contract module (record/ raises SfuError too);
+# they are re-exported here because they are part of this contract.
+from aiosfu.contract import Published, Recording, SfuError, Subscribed
 
-class SfuError(Exception):
-    """A media-plane failure a client can act on; `code` goes out as errorCode."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Published:
-    answer_sdp: str
-    mid: str
-    sfuid: str
-    # False for a data-channel-only publish: nothing to subscribe to, so not announced.
-    has_media: bool = True
-
-
-@dataclass(frozen=True)
-class Subscribed:
-    answer_sdp: str
-    sid: str
-
-
-@dataclass(frozen=True)
-class Recording:
-    """One publication recorded to one file on the SFU node that carries it."""
-
-    rid: str
-    mid: str
-    uid: str  # the publisher
-    file: str  # relative to that node's recording directory
-    started_at: float  # Unix time
-    # Known once it stopped:
-    duration: float = 0.0  # seconds of media in the file
-    size: int = 0  # bytes on disk; 0 means nothing was recorded and no file is left
-    reason: str = ""  # requested, unpublished, shutdown, error
-    error: str = ""
+__all__ = ["Published", "Recording", "Sfu", "SfuError", "SfuListener", "Subscribed"]
 
 
 class SfuListener(Protocol):
-    """Told when media ends on its own (the peer's transport failed or closed), and
-    when a recording starts or stops (asked for, or on its own: unpublish, disk full)."""
+    """Told when a publication's transport first connects (only then is it worth
+    announcing), when media ends on its own (the peer's transport failed, closed or never
+    connected; `reason` says which, for the peer), and when a recording starts or stops
+    (asked for, or on its own: unpublish, disk full)."""
 
-    async def publication_ended(self, rid: str, mid: str) -> None: ...
+    async def publication_connected(self, rid: str, mid: str) -> None: ...
 
-    async def subscription_ended(self, rid: str, sid: str) -> None: ...
+    async def publication_ended(self, rid: str, mid: str, reason: str) -> None: ...
+
+    async def subscription_ended(self, rid: str, sid: str, reason: str) -> None: ...
 
     async def recording_started(self, recording: Recording) -> None: ...
 
@@ -80,12 +49,16 @@ class Sfu(Protocol):
 
     async def close_peer(self, rid: str, uid: str) -> None: ...
 
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        """Stop (or resume) forwarding the `kind` tracks of a publication (a mute)."""
+        ...
+
     async def start_recording(self, rid: str, mid: str) -> Recording:
         """Record a publication; the recording already running if there is one."""
         ...
 
     async def stop_recording(self, rid: str, mid: str) -> Recording:
-        """Stop and close the file; `SfuError("not-recording")` if none is running."""
+        """Stop and close the file; `SfuError(NOT_RECORDING)` if none is running."""
         ...
 
     async def close(self) -> None: ...

@@ -16,27 +16,33 @@ from typing import Any
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.codecs import is_rtx
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
+from aiosfu.contract import ErrorCode, Published, Recording, SfuError, Subscribed
 from aiosfu.log import get_logger
 from aiosfu.record import RecordingManager
 from aiosfu.sfu.aiortc_hooks import (
     ForwardingReceiver,
     ForwardingSender,
     NeverTrack,
+    accept_rsa_dtls_servers,
+    answer_as_dtls_server,
     connection_uplink,
     negotiate_transport_cc,
+    receive_constrained_baseline_first,
 )
+from aiosfu.sfu.codec_match import subscriber_preferences
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.downstream import Downstream
 from aiosfu.sfu.follow import Publication, PublisherCaps
-from aiosfu.sfu.interface import Published, Recording, SfuError, SfuListener, Subscribed
+from aiosfu.sfu.interface import SfuListener
+from aiosfu.sfu.nat import announce_public
+from aiosfu.sfu.opus import negotiate_opus
 from aiosfu.sfu.producer import Producer
 
 log = get_logger("aiosfu.sfu")
@@ -56,6 +62,11 @@ class SfuSettings:
     # With several subscribers, the publisher is never asked to go below this (bit/s):
     # one weak downlink must not pull every other subscriber down.
     publisher_cap_floor: int = 300_000
+    # Private ICE address -> the public one announced for it (1:1 NAT, sfu/nat.py).
+    nat_mapping: dict[str, str] = field(default_factory=dict)
+    # Seconds a new transport has to connect; one that has not is removed, so an offer
+    # whose peer never connects (no candidates, blocked UDP) holds nothing for long.
+    connect_timeout: float = 15.0
 
 
 @dataclass
@@ -66,6 +77,8 @@ class PublisherTransport:
     pc: RTCPeerConnection
     producers: list[Producer] = field(default_factory=list)
     closing: bool = False
+    connected: bool = False
+    deadline: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -78,6 +91,8 @@ class SubscriberTransport:
     downstream: Downstream = field(default_factory=Downstream)
     consumers: list[Consumer] = field(default_factory=list)
     closing: bool = False
+    connected: bool = False
+    deadline: asyncio.TimerHandle | None = None
 
 
 def _new_id(prefix: str) -> str:
@@ -88,12 +103,22 @@ def _parse_offer(sdp: str) -> SessionDescription:
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the text trips it on
-        raise SfuError("bad-sdp", f"the offer SDP cannot be parsed: {exc}") from exc
+        raise SfuError(ErrorCode.BAD_SDP, f"the offer SDP cannot be parsed: {exc}") from exc
     if not any(m.kind in (*MEDIA_KINDS, "application") for m in description.media):
-        raise SfuError("bad-sdp", "the offer has no audio, video or application m-line")
-    if not description.media or not description.media[0].ice.usernameFragment:
-        raise SfuError("bad-sdp", "the offer has no ICE credentials")
+        raise SfuError(ErrorCode.BAD_SDP, "the offer has no audio, video or application m-line")
+    ice = description.media[0].ice if description.media else None
+    if ice is None or not ice.usernameFragment:
+        raise SfuError(ErrorCode.BAD_SDP, "the offer has no ICE credentials")
     return description
+
+
+async def _close_refused(pc: RTCPeerConnection) -> None:
+    """Close a connection whose offer aiortc refused: it may be half set up and fail to
+    close too, and that second failure must not replace the refusal the peer gets."""
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.info("refused-connection-close-failed", error=repr(exc))
 
 
 def _limit_message_size(answer_sdp: str, limit: int) -> str:
@@ -101,50 +126,15 @@ def _limit_message_size(answer_sdp: str, limit: int) -> str:
     return re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{limit}", answer_sdp)
 
 
-def _offer_stereo_opus(sdp: str) -> str:
-    """Mark every Opus payload type stereo-capable (RFC 7587 `stereo`/`sprop-stereo`).
-
-    aiortc writes no Opus fmtp, and without one a browser sends and decodes mono. Forwarding
-    stereo costs the SFU nothing more, and stereo classrooms (music, seed 002) need it.
-    """
-    lines = sdp.split("\r\n")
-    opus = {m.group(1) for line in lines if (m := re.match(r"a=rtpmap:(\d+) opus/", line, re.I))}
-    out: list[str] = []
-    for line in lines:
-        fmtp = re.match(r"a=fmtp:(\d+) ", line)
-        if fmtp and fmtp.group(1) in opus:
-            if "stereo=" not in line:
-                line += ";stereo=1;sprop-stereo=1"
-            opus.discard(fmtp.group(1))
-        out.append(line)
-        rtpmap = re.match(r"a=rtpmap:(\d+) opus/", line, re.I)
-        if rtpmap and not any(x.startswith(f"a=fmtp:{rtpmap.group(1)} ") for x in lines):
-            out.append(f"a=fmtp:{rtpmap.group(1)} stereo=1;sprop-stereo=1")
-    return "\r\n".join(out)
-
-
 def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters | None:
     return next((c for c in codecs if not is_rtx(c)), None)
-
-
-def _codec_preferences(kind: str, codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
-    """The subscriber must receive exactly the publisher's codec, plus RTX where offered."""
-    capabilities = RTCRtpSender.getCapabilities(kind).codecs
-    primary = [
-        c
-        for c in capabilities
-        if c.mimeType.lower() == codec.mimeType.lower()
-        and c.clockRate == codec.clockRate
-        and c.parameters == codec.parameters
-    ]
-    rtx = [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
-    return primary[:1] + rtx[:1] if primary else []
 
 
 class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
         negotiate_transport_cc()
+        accept_rsa_dtls_servers()
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}
@@ -198,10 +188,12 @@ class LocalSfu:
         pc.on("datachannel", lambda channel: self.data.attach(rid, uid, mid, channel))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer_as_dtls_server(pc, offer)
+            receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            await pc.close()
-            raise SfuError("bad-sdp", f"the offer was refused: {exc}") from exc
+            await _close_refused(pc)
+            raise SfuError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}") from exc
         answer = SessionDescription.parse(pc.localDescription.sdp)
         answered = {m.rtp.muxId: m for m in answer.media if m.kind in MEDIA_KINDS}
         for transceiver in pc.getTransceivers():
@@ -226,9 +218,12 @@ class LocalSfu:
             transport.producers.append(producer)
         if not transport.producers and not with_data:
             await pc.close()
-            raise SfuError("codec-unsupported", "no offered audio/video codec can be received")
+            raise SfuError(
+                ErrorCode.CODEC_UNSUPPORTED, "no offered audio/video codec can be received"
+            )
         self.publishers[mid] = transport
         pc.on("connectionstatechange", lambda: self._on_publisher_state(transport))
+        transport.deadline = self._connect_deadline(lambda: self._publisher_timed_out(transport))
         log.info(
             "publish",
             rid=rid,
@@ -238,10 +233,11 @@ class LocalSfu:
             data=with_data,
         )
         return Published(
-            answer_sdp=_offer_stereo_opus(
+            answer_sdp=self._answer_text(
+                offer_sdp,
                 _limit_message_size(
                     pc.localDescription.sdp, self.settings.datachannel_max_message_bytes
-                )
+                ),
             ),
             mid=mid,
             sfuid=self.sfuid,
@@ -251,7 +247,7 @@ class LocalSfu:
     async def subscribe(self, rid: str, uid: str, mid: str, offer_sdp: str) -> Subscribed:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         offer = _parse_offer(offer_sdp)
         sid = _new_id(uid)
         pc = self._new_peer_connection()
@@ -261,8 +257,15 @@ class LocalSfu:
             if media.kind not in MEDIA_KINDS or not available[media.kind]:
                 continue
             producer = available[media.kind].popleft()
+            try:
+                preferences = subscriber_preferences(
+                    media.kind, mid, producer.codec, media.rtp.codecs
+                )
+            except SfuError:
+                await self._close_subscriber(transport)
+                raise
             transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
-            transceiver.setCodecPreferences(_codec_preferences(media.kind, producer.codec))
+            transceiver.setCodecPreferences(preferences)
             sender = ForwardingSender.adopt(transceiver.sender, transport.downstream)
             consumer = Consumer(
                 producer,
@@ -276,19 +279,28 @@ class LocalSfu:
             transport.consumers.append(consumer)
         if not transport.consumers:
             await pc.close()
-            raise SfuError("bad-sdp", f"the offer asks for no kind of media stream {mid!r} has")
+            raise SfuError(
+                ErrorCode.BAD_SDP, f"the offer asks for no kind of media stream {mid!r} has"
+            )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer_as_dtls_server(pc, offer)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await self._close_subscriber(transport)
-            code = "codec-unsupported" if "parameters" in str(exc) else "bad-sdp"
+            code = ErrorCode.CODEC_UNSUPPORTED if "parameters" in str(exc) else ErrorCode.BAD_SDP
             raise SfuError(code, f"the offer was refused: {exc}") from exc
         self.subscribers[sid] = transport
         self.caps.start()
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
+        transport.deadline = self._connect_deadline(lambda: self._subscriber_timed_out(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
-        return Subscribed(answer_sdp=_offer_stereo_opus(pc.localDescription.sdp), sid=sid)
+        return Subscribed(answer_sdp=self._answer_text(offer_sdp, pc.localDescription.sdp), sid=sid)
+
+    def _answer_text(self, offer_sdp: str, answer_sdp: str) -> str:
+        """What aiortc wrote, with the offer's Opus parameters kept and the addresses
+        peers must use."""
+        return announce_public(negotiate_opus(offer_sdp, answer_sdp), self.settings.nat_mapping)
 
     async def unpublish(self, rid: str, mid: str) -> None:
         transport = self.publishers.pop(mid, None)
@@ -298,6 +310,8 @@ class LocalSfu:
         for sid in [s.sid for s in self.subscribers.values() if s.mid == mid]:
             await self._close_subscriber(self.subscribers.pop(sid))
         transport.closing = True
+        if transport.deadline is not None:
+            transport.deadline.cancel()
         for producer in transport.producers:
             producer.close()
         self.data.close_mid(mid)
@@ -316,6 +330,19 @@ class LocalSfu:
         for mid in [p.mid for p in self.publishers.values() if p.rid == rid and p.uid == uid]:
             await self.unpublish(rid, mid)
 
+    async def pause(self, rid: str, mid: str, kind: str, paused: bool) -> None:
+        publisher = self.publishers.get(mid)
+        if publisher is None or publisher.rid != rid:
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
+        producers = [p for p in publisher.producers if p.kind == kind]
+        if not producers:
+            raise SfuError(ErrorCode.UNKNOWN_KIND, f"stream {mid!r} has no {kind} track")
+        for producer in producers:
+            producer.paused = paused
+            if not paused:  # subscribers' decoders need a fresh start
+                await producer.request_keyframe()
+        log.info("pause", rid=rid, mid=mid, kind=kind, paused=paused)
+
     async def close(self) -> None:
         self.caps.stop()
         await self.recordings.close()
@@ -327,16 +354,16 @@ class LocalSfu:
     async def start_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         return await self.recordings.start(rid, publisher.uid, mid, publisher.producers)
 
     async def stop_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
-            raise SfuError("unknown-mid", f"no stream {mid!r} on this SFU")
+            raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
         recording = await self.recordings.stop(mid, "requested")
         if recording is None:
-            raise SfuError("not-recording", f"stream {mid!r} is not being recorded")
+            raise SfuError(ErrorCode.NOT_RECORDING, f"stream {mid!r} is not being recorded")
         return recording
 
     def _tell_listener(self, event: str, recording: Recording) -> None:
@@ -347,32 +374,69 @@ class LocalSfu:
         transport.closing = True
         if not any(not s.closing for s in self.subscribers.values()):
             self.caps.stop()  # nobody's downlink to follow: no task left behind
+        if transport.deadline is not None:
+            transport.deadline.cancel()
         for consumer in transport.consumers:
             consumer.close()
         await transport.pc.close()
 
+    def _connect_deadline(self, expire: Any) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(self.settings.connect_timeout, expire)
+
     def _on_publisher_state(self, transport: PublisherTransport) -> None:
         state = transport.pc.connectionState
         log.info("publisher-state", rid=transport.rid, mid=transport.mid, state=state)
+        if state == "connected" and not transport.connected and not transport.closing:
+            transport.connected = True
+            if transport.deadline is not None:
+                transport.deadline.cancel()
+            if self._listener is not None:
+                self._spawn(self._listener.publication_connected(transport.rid, transport.mid))
         if state in ("failed", "closed") and not transport.closing:
             transport.closing = True
-            self._spawn(self._publication_ended(transport))
+            self._spawn(self._publication_ended(transport, f"the media transport {state}"))
 
     def _on_subscriber_state(self, transport: SubscriberTransport) -> None:
         state = transport.pc.connectionState
         log.info("subscriber-state", rid=transport.rid, sid=transport.sid, state=state)
+        if state == "connected" and not transport.connected:
+            transport.connected = True
+            if transport.deadline is not None:
+                transport.deadline.cancel()
         if state in ("failed", "closed") and not transport.closing:
             transport.closing = True
-            self._spawn(self._subscription_ended(transport))
+            self._spawn(self._subscription_ended(transport, f"the media transport {state}"))
 
-    async def _publication_ended(self, transport: PublisherTransport) -> None:
+    def _timeout_reason(self, state: str) -> str:
+        return (
+            f"the media transport did not connect within {self.settings.connect_timeout:g} s"
+            f" (ICE/DTLS state: {state})"
+        )
+
+    def _publisher_timed_out(self, transport: PublisherTransport) -> None:
+        if transport.connected or transport.closing:
+            return
+        transport.closing = True
+        state = transport.pc.connectionState
+        log.info("publisher-connect-timeout", rid=transport.rid, mid=transport.mid, state=state)
+        self._spawn(self._publication_ended(transport, self._timeout_reason(state)))
+
+    def _subscriber_timed_out(self, transport: SubscriberTransport) -> None:
+        if transport.connected or transport.closing:
+            return
+        transport.closing = True
+        state = transport.pc.connectionState
+        log.info("subscriber-connect-timeout", rid=transport.rid, sid=transport.sid, state=state)
+        self._spawn(self._subscription_ended(transport, self._timeout_reason(state)))
+
+    async def _publication_ended(self, transport: PublisherTransport, reason: str) -> None:
         if self._listener is not None:
-            await self._listener.publication_ended(transport.rid, transport.mid)
+            await self._listener.publication_ended(transport.rid, transport.mid, reason)
         await self.unpublish(transport.rid, transport.mid)
 
-    async def _subscription_ended(self, transport: SubscriberTransport) -> None:
+    async def _subscription_ended(self, transport: SubscriberTransport, reason: str) -> None:
         if self._listener is not None:
-            await self._listener.subscription_ended(transport.rid, transport.sid)
+            await self._listener.subscription_ended(transport.rid, transport.sid, reason)
         await self.unsubscribe(transport.rid, transport.sid)
 
     def stats(self) -> dict[str, Any]:

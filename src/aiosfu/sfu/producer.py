@@ -76,6 +76,7 @@ class Producer:
         # (ntp, rtp) from the publisher's last Sender Report: the lip-sync anchor.
         self.sender_clock: tuple[int, int] | None = None
         self.closed = False
+        self.paused = False  # a room admin muted it: nothing is forwarded or recorded
         self._last_keyframe_request = -1e9
         self.packets_in = 0
         self.bytes_in = 0
@@ -109,6 +110,8 @@ class Producer:
             await self._rtcp.pop(0)
 
     def _forward(self, packet: RtpPacket) -> None:
+        if self.paused:
+            return
         payload = packet.payload
         if not payload:
             self._forward_padding(packet)

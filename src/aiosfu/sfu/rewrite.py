@@ -169,7 +169,7 @@ class RtpRewriter:
             _SEQ.pack_into(template, layout.tcc_at + 1, transport_sequence)
         if level is not None:
             template[layout.level_at + 1] = (level[0] << 7) | (level[1] & 0x7F)
-        if layout.ast_at:
+        if layout.ast_at and abs_send_time is not None:
             _WORD.pack_into(template, layout.ast_at, layout.ast_word | abs_send_time)
         _HEADER.pack_into(
             template,

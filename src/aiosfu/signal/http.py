@@ -12,15 +12,26 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from aiosfu.config import Config
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
-from aiosfu.signal import protocol
+from aiosfu.signal import protocol, turn
+from aiosfu.signal.auth import AuthError, Identity, bearer_token
+from aiosfu.signal.limits import TokenBucket
+from aiosfu.signal.origin import origin_allowed
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.session import PeerSession
 
 log = get_logger("aiosfu.signal")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-UID_PATTERN = re.compile(r"^[\w.@:#+-]{1,128}$")
+# ASCII only: a uid is shown to people, and full-width or Cyrillic lookalikes of another
+# uid must not pass for it. Used with fullmatch (a `$` would let a trailing newline in).
+UID_PATTERN = re.compile(r"[A-Za-z0-9_.@:#+-]{1,128}")
+UID_RULE = "1-128 ASCII letters, digits or _.@:#+-"
+
+# protoo's own clients (protoo-client, go-protoo) ask for this subprotocol and give up
+# when the server does not answer it; clients that ask for none are served the same.
+SUBPROTOCOLS = ("protoo",)
 
 SERVICE_KEY = web.AppKey("service", SignalService)
 CONFIG_KEY = web.AppKey("config", Config)
@@ -29,17 +40,65 @@ CONFIG_KEY = web.AppKey("config", Config)
 async def websocket(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
     config = request.app[CONFIG_KEY]
+    access = service.access
+    # Everything that can refuse the upgrade runs before any state changes.
+    if not origin_allowed(request, config.allowed_origins):
+        log.info("origin-refused", origin=request.headers.get("Origin", ""), remote=request.remote)
+        raise web.HTTPForbidden(text="pages of this origin may not open a signaling connection")
+    if access.connections >= access.limits.connections:
+        raise web.HTTPServiceUnavailable(text="the server is at its connection limit")
     uid = request.query.get("peer", "")
-    if not UID_PATTERN.match(uid):
-        raise web.HTTPBadRequest(
-            text="query parameter 'peer' must be 1-128 letters, digits or ._@:#+-"
-        )
+    identity = authenticate(request, uid or None)
+    if identity is not None:
+        uid = identity.uid
+    if not UID_PATTERN.fullmatch(uid):
+        raise web.HTTPBadRequest(text=f"query parameter 'peer' must be {UID_RULE}")
+    access.connections += 1
+    try:
+        return await _serve_socket(request, service, config, uid, identity)
+    finally:
+        access.connections -= 1
+
+
+def authenticate(request: web.Request, uid: str | None) -> Identity | None:
+    """The request's verified token, None in open mode; HTTP 401 when it has none that
+    holds."""
+    access = request.app[SERVICE_KEY].access
+    if access.open:
+        return None
+    token = bearer_token(request.query, request.headers)
+    if token is None:
+        raise _unauthorized("a token is required (?token= or Authorization: Bearer)")
+    try:
+        return access.auth.verify(token, uid)
+    except AuthError as exc:
+        log.info("token-refused", reason=exc.reason, remote=request.remote)
+        raise _unauthorized(exc.reason) from exc
+
+
+def _unauthorized(reason: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(text=reason, headers={"WWW-Authenticate": 'Bearer realm="aiosfu"'})
+
+
+async def _serve_socket(
+    request: web.Request,
+    service: SignalService,
+    config: Config,
+    uid: str,
+    identity: Identity | None,
+) -> web.StreamResponse:
     # aiohttp itself closes the socket (1009) past this hard limit; up to it, an oversized
     # frame is answered with an error and the connection carries on.
-    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4)
+    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes * 4, protocols=SUBPROTOCOLS)
     await ws.prepare(request)
     transport = request.transport
-    session = PeerSession(uid, ws, abort=transport.abort if transport is not None else lambda: None)
+    session = PeerSession(
+        uid,
+        ws,
+        abort=transport.abort if transport is not None else lambda: None,
+        identity=identity,
+        bucket=TokenBucket(config.rate_limit, config.rate_burst),
+    )
     await service.attach(session)
     log.info("connected", uid=uid, remote=request.remote)
     watchdog = asyncio.ensure_future(_watch_keepalive(session, config.keepalive_timeout))
@@ -50,7 +109,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if size > config.max_frame_bytes:
                     response = protocol.response_error(
                         None,
-                        protocol.FRAME_TOO_LARGE,
+                        ErrorCode.FRAME_TOO_LARGE,
                         f"frame of {size} bytes exceeds {config.max_frame_bytes}",
                     )
                 else:
@@ -59,7 +118,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif message.type == WSMsgType.BINARY:
                 await session.send(
                     protocol.response_error(
-                        None, protocol.BAD_REQUEST, "binary frames are not part of the protocol"
+                        None, ErrorCode.BAD_REQUEST, "binary frames are not part of the protocol"
                     )
                 )
     finally:
@@ -91,11 +150,25 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def ice_servers(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"iceServers": request.app[CONFIG_KEY].ice_servers})
+    """With tokens, TURN credentials are only for their holders (and name them)."""
+    config = request.app[CONFIG_KEY]
+    identity = authenticate(request, None)
+    uid = identity.uid if identity is not None else request.query.get("peer", "")
+    if not UID_PATTERN.fullmatch(uid):
+        uid = "anonymous"
+    servers = turn.ice_servers(
+        config.ice_servers, config.turn_urls, config.turn_secret, uid, config.turn_ttl
+    )
+    return web.json_response({"iceServers": servers})
 
 
 async def stats(request: web.Request) -> web.StreamResponse:
+    """Every room, member and stream of the server: an operator's view, so with tokens
+    only a token granting `roomList` reads it."""
     service = request.app[SERVICE_KEY]
+    identity = authenticate(request, None)
+    if identity is not None and not identity.grants.roomList:
+        raise web.HTTPForbidden(text="/stats needs a token granting roomList")
     body: dict[str, Any] = {
         "pid": os.getpid(),
         "tasks": len(asyncio.all_tasks()),

@@ -12,25 +12,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-# Stable error codes (docs/protocol.md lists them with their meaning).
-BAD_JSON = "bad-json"
-BAD_REQUEST = "bad-request"
-UNKNOWN_METHOD = "unknown-method"
-INVALID_PARAMS = "invalid-params"
-FRAME_TOO_LARGE = "frame-too-large"
-UNKNOWN_SFU = "unknown-sfu"
-INTERNAL_ERROR = "internal-error"
-UNKNOWN_PEER = "unknown-peer"
-NO_CONNECTION = "no-connection"
+from aiosfu.contract import CodedError, ErrorCode
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+# A room id is an identifier, not a title: visible ASCII only, so no control character
+# reaches a log or a file name and no lookalike letter passes for another room.
+RoomId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
 
 
-class ProtocolError(Exception):
-    def __init__(self, code: str, reason: str, request_id: int | None = None) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
+class ProtocolError(CodedError):
+    """A frame the envelope refuses; `request_id` is the frame's id when it had a usable one."""
+
+    def __init__(self, code: ErrorCode, reason: str, request_id: int | None = None) -> None:
+        super().__init__(code, reason)
         self.request_id = request_id
 
 
@@ -54,7 +48,7 @@ class MediaInfo(Model):
 
 
 class RoomData(Model):
-    rid: Id
+    rid: RoomId
 
 
 class JoinData(RoomData):
@@ -122,7 +116,7 @@ class IceCandidate(Model):
 class RelayData(Model):
     """P2P relay: delivered to peer `to` as a notification of the same method with `from`."""
 
-    rid: Id | None = None
+    rid: RoomId | None = None
     to: Id
 
 
@@ -170,22 +164,24 @@ def parse_frame(text: str, models: dict[str, type[Model]]) -> tuple[Request, Mod
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {exc}") from exc
+        raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ProtocolError(BAD_REQUEST, "frame must be a JSON object")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
     request_id = raw.get("id")
     request_id = request_id if type(request_id) is int else None
     try:
         request = Request.model_validate(raw)
     except ValidationError as exc:
-        raise ProtocolError(BAD_REQUEST, _describe(exc, ""), request_id) from exc
+        raise ProtocolError(ErrorCode.BAD_REQUEST, _describe(exc, ""), request_id) from exc
     model = models.get(request.method)
     if model is None:
-        raise ProtocolError(UNKNOWN_METHOD, f"unknown method {request.method!r}", request.id)
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_METHOD, f"unknown method {request.method!r}", request.id
+        )
     try:
         data = model.model_validate(request.data)
     except ValidationError as exc:
-        raise ProtocolError(INVALID_PARAMS, _describe(exc, "data"), request.id) from exc
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, _describe(exc, "data"), request.id) from exc
     return request, data
 
 
@@ -193,12 +189,12 @@ def response_ok(request_id: int, data: dict[str, Any] | None = None) -> dict[str
     return {"response": True, "id": request_id, "ok": True, "data": data or {}}
 
 
-def response_error(request_id: int | None, code: str, reason: str) -> dict[str, Any]:
+def response_error(request_id: int | None, code: ErrorCode, reason: str) -> dict[str, Any]:
     return {
         "response": True,
         "id": request_id,
         "ok": False,
-        "errorCode": code,
+        "errorCode": ErrorCode(code).value,
         "errorReason": reason,
     }
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
-from aiosfu.signal import protocol
+from aiosfu.signal.access import forbidden
 from aiosfu.signal.protocol import (
     AnswerData,
     CandidateData,
@@ -44,23 +45,33 @@ class P2PRelay:
     def _pair(self, session: PeerSession, data: RelayData) -> Pair:
         """Check that `to` can be reached from this peer (in room `rid`, when given)."""
         if data.to == session.uid:
-            raise ProtocolError(protocol.INVALID_PARAMS, "data.to: a peer cannot relay to itself")
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, "data.to: a peer cannot relay to itself")
         if data.rid is not None:
             room = self.service.rooms.member_room(data.rid, session.uid)
             if data.to not in room.members:
                 raise ProtocolError(
-                    protocol.UNKNOWN_PEER, f"peer {data.to!r} is not in room {data.rid!r}"
+                    ErrorCode.UNKNOWN_PEER, f"peer {data.to!r} is not in room {data.rid!r}"
                 )
+        elif not self.service.access.open and not self._share_a_room(session, data.to):
+            # Seed 001's relay between bare uids is for open (development) servers; with
+            # tokens a peer reaches only those it is in a room with.
+            raise forbidden(f"peer {data.to!r} is in no room with you")
         target = self.service.sessions.get(data.to)
         if target is None or target.ws.closed:
-            raise ProtocolError(protocol.UNKNOWN_PEER, f"peer {data.to!r} is not connected")
+            raise ProtocolError(ErrorCode.UNKNOWN_PEER, f"peer {data.to!r} is not connected")
         return (data.rid or "", frozenset((session.uid, data.to)))
+
+    def _share_a_room(self, session: PeerSession, uid: str) -> bool:
+        return any(
+            (room := self.service.rooms.get(rid)) is not None and uid in room.members
+            for rid in session.rooms
+        )
 
     def _negotiating(self, pair: Pair, data: RelayData, method: str) -> None:
         if pair not in self.pairs:
             where = f" in room {data.rid!r}" if data.rid else ""
             raise ProtocolError(
-                protocol.NO_CONNECTION,
+                ErrorCode.NO_CONNECTION,
                 f"no offer has been exchanged with {data.to!r}{where}, so there is no "
                 f"connection for this {method}",
             )

@@ -1,21 +1,26 @@
 """The seed-002 methods: room rules from `aiosfu.room`, media from an `Sfu`.
 
 Each handler validates against the room state first, then calls the media plane, then
-commits the state change and tells the other peers. Anything a handler raises as
-`RoomError`, `SfuError` or `ProtocolError` becomes an `ok:false` response with its code.
+commits the state change and tells the other peers. Anything a handler raises as a
+`CodedError` (`RoomError`, `SfuError`, `ProtocolError`) becomes an `ok:false` response with
+its code.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
+from aiosfu.contract import CodedError, ErrorCode, Recording, SfuError
 from aiosfu.log import get_logger
 from aiosfu.room import Departure, Member, Publication, Room, RoomError, Rooms, Subscription
-from aiosfu.sfu.interface import Recording, Sfu, SfuError
+from aiosfu.sfu.interface import Sfu
 from aiosfu.signal import protocol
+from aiosfu.signal.access import AccessControl
+from aiosfu.signal.coalesce import Coalescer
+from aiosfu.signal.grants import Grants
+from aiosfu.signal.limits import RATE_LIMITED
 from aiosfu.signal.protocol import (
     BroadcastData,
     JoinData,
@@ -29,7 +34,8 @@ from aiosfu.signal.protocol import (
     UnpublishData,
     UnsubscribeData,
 )
-from aiosfu.signal.session import PeerSession
+from aiosfu.signal.sdp_guard import check_offer
+from aiosfu.signal.session import PeerSession, encode
 
 log = get_logger("aiosfu.signal")
 
@@ -43,7 +49,14 @@ class SignalService:
         sfu: Sfu,
         signal_id: str,
         auto_record: Callable[[str], bool] = lambda rid: False,
+        access: AccessControl | None = None,
+        room_count_interval: float = 1.0,
     ) -> None:
+        self.access = access or AccessControl()
+        # Extensions may refuse a join (raise) and add fields to its response (TURN
+        # credentials, the stage's raised hands): called with the session and the rid.
+        self.join_checks: list[Callable[[PeerSession, str], None]] = []
+        self.join_extras: list[Callable[[PeerSession, str], dict[str, Any]]] = []
         self.rooms = rooms
         self.sfu = sfu
         self.signal_id = signal_id
@@ -53,6 +66,10 @@ class SignalService:
         # their own sections to stats().
         self.departure_listeners: list[Callable[[str, str | None], None]] = []
         self.stat_sources: dict[str, Callable[[], Any]] = {}
+        # Large rooms (docs/large-rooms.md): members hear the head count at most this often.
+        self.room_counts = Coalescer(room_count_interval, self._send_room_count)
+        # Publications whose transport has not connected yet: not announced until it has.
+        self.connecting: set[str] = set()
         self.register("join", JoinData, self.join)
         self.register("leave", LeaveData, self.leave)
         self.register("keepalive", KeepaliveData, self.keepalive)
@@ -77,7 +94,8 @@ class SignalService:
     # --- connection lifecycle -------------------------------------------------------
 
     async def attach(self, session: PeerSession) -> None:
-        """A peer connected; an older connection with the same uid is replaced."""
+        """A peer connected; an older connection with the same uid is replaced (with
+        tokens, the new connection has proved to be that uid before it gets here)."""
         old = self.sessions.get(session.uid)
         if old is not None:
             log.info("peer-replaced", uid=session.uid)
@@ -105,8 +123,10 @@ class SignalService:
             request_id = request.id
             _, handler = self.handlers[request.method]
             session.touch()
+            if session.bucket is not None and not session.bucket.take():
+                raise ProtocolError(RATE_LIMITED, "too many requests; slow down")
             return protocol.response_ok(request.id, await handler(session, data))
-        except (ProtocolError, RoomError, SfuError) as exc:
+        except CodedError as exc:
             if isinstance(exc, ProtocolError) and request_id is None:
                 request_id = exc.request_id
             log.info("request-refused", uid=session.uid, code=exc.code, reason=exc.reason)
@@ -114,7 +134,7 @@ class SignalService:
         except Exception:
             log.exception("request-failed", uid=session.uid)
             return protocol.response_error(
-                request_id, protocol.INTERNAL_ERROR, "the server failed to handle this request"
+                request_id, ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"
             )
 
     # --- notifications --------------------------------------------------------------
@@ -127,41 +147,74 @@ class SignalService:
     async def notify_room(
         self, room: Room, method: str, data: dict[str, Any], exclude: str | None = None
     ) -> None:
-        message = protocol.notification(method, data)
-        sends = [
-            s.send(message)
-            for uid in list(room.members)
-            if uid != exclude and (s := self.sessions.get(uid)) is not None
-        ]
-        await asyncio.gather(*sends)
+        self.notify_many(room.members, method, data, exclude)
+
+    def notify_many(
+        self, uids: Iterable[str], method: str, data: dict[str, Any], exclude: str | None = None
+    ) -> None:
+        """One event to many peers: encoded once, the same text queued for each of them."""
+        text = encode(protocol.notification(method, data))
+        sessions = self.sessions
+        for uid in uids:
+            if uid != exclude and (session := sessions.get(uid)) is not None:
+                session.send_text(text)
+
+    def _count_changed(self, room: Room) -> None:
+        if room.audience_mode:
+            self.room_counts.changed(room.rid)
+
+    def _send_room_count(self, rid: str) -> None:
+        room = self.rooms.get(rid)
+        if room is not None:
+            self.notify_many(room.members, "room-count", {"rid": rid, "members": len(room.members)})
 
     # --- the seed-002 methods -------------------------------------------------------
 
     def _check_sfu(self, sfuid: str) -> None:
         if sfuid and sfuid != self.sfu.sfuid:
-            raise ProtocolError(protocol.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
+            raise ProtocolError(ErrorCode.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
 
     async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
-        member = Member(uid=session.uid, signalid=self.signal_id, bizid=data.bizid)
+        existing = self.rooms.get(data.rid)
+        grants = self.access.join_grants(session, data.rid, data.bizid, existing)
+        for check in self.join_checks:
+            check(session, data.rid)
+        identity = session.identity
+        bizid = identity.bizid if identity is not None else data.bizid
+        member = Member(uid=session.uid, signalid=self.signal_id, bizid=bizid, hidden=grants.hidden)
         room = self.rooms.join(data.rid, member, data.mode, data.capacity)
+        if existing is None:
+            room.bizid = bizid if identity is not None else ""
         session.rooms.add(data.rid)
+        session.grants[data.rid] = grants
+        self._seat(room, session.uid, grants)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
-        await self.notify_room(
-            room,
-            "peer-join",
-            {"rid": data.rid, "uid": session.uid, "bizid": data.bizid},
-            exclude=session.uid,
-        )
+        if not member.hidden:
+            self.notify_many(
+                room.told_of(session.uid),
+                "peer-join",
+                {"rid": data.rid, "uid": session.uid, "bizid": bizid},
+            )
+        self._count_changed(room)
         response: dict[str, Any] = {
-            "pubs": [_pub_info(p) for p in room.publications.values() if p.has_media],
+            "pubs": [
+                _pub_info(p)
+                for p in room.publications.values()
+                if p.has_media and p.mid not in self.connecting
+            ],
             "users": [
                 {"signalid": m.signalid, "rid": data.rid, "uid": m.uid}
-                for m in room.others(session.uid)
+                for m in room.listed_for(session.uid)
+                if not m.hidden
             ],
         }
         # Seed 002's exact response for a plain room; the mode and capacity when they matter.
         if room.mode != "sfu" or room.capacity or data.mode or data.capacity:
             response.update(mode=room.mode, capacity=room.capacity)
+        if identity is not None:
+            response["grants"] = grants.claim()
+        for extra in self.join_extras:
+            response.update(extra(session, data.rid))
         return response
 
     async def leave(self, session: PeerSession, data: LeaveData) -> dict[str, Any]:
@@ -171,6 +224,7 @@ class SignalService:
 
     async def _leave(self, session: PeerSession, rid: str) -> None:
         session.rooms.discard(rid)
+        session.grants.pop(rid, None)
         try:
             departure = self.rooms.leave(rid, session.uid)
         except RoomError:
@@ -184,12 +238,21 @@ class SignalService:
     async def _announce_departure(self, rid: str, departure: Departure) -> None:
         room = self.rooms.get(rid)
         if room is None:
+            self.room_counts.forget(rid)
             return
-        for pub in [p for p in departure.publications if p.has_media]:
+        announced = [
+            p for p in departure.publications if p.has_media and p.mid not in self.connecting
+        ]
+        self.connecting.difference_update(p.mid for p in departure.publications)
+        for pub in announced:
             await self.notify_room(
                 room, "stream-remove", {"rid": rid, "uid": pub.uid, "mid": pub.mid}
             )
-        await self.notify_room(room, "peer-leave", {"rid": rid, "uid": departure.member.uid})
+        if not departure.member.hidden:
+            self.notify_many(
+                departure.told, "peer-leave", {"rid": rid, "uid": departure.member.uid}
+            )
+        self._count_changed(room)
 
     async def keepalive(self, session: PeerSession, data: KeepaliveData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid)
@@ -198,6 +261,9 @@ class SignalService:
     async def publish(self, session: PeerSession, data: PublishData) -> dict[str, Any]:
         self.rooms.member_room(data.rid, session.uid).require_sfu("publish")
         minfo = data.minfo.model_dump()
+        offer = check_offer(data.jsep.sdp, self.access.limits.offer_media_sections)
+        sources = self.access.publish_sources(session, data.rid, offer, minfo)
+        self.access.room_limits(self.rooms, session, "publications")
         published = await self.sfu.publish(data.rid, session.uid, data.jsep.sdp, minfo)
         pub = Publication(
             mid=published.mid,
@@ -206,14 +272,16 @@ class SignalService:
             sfuid=published.sfuid,
             minfo=minfo,
             has_media=published.has_media,
+            sources=sources,
+            has_data=offer.has_data,
         )
         room = self.rooms.get(data.rid)
         if room is None or session.uid not in room.members:
             await self.sfu.unpublish(data.rid, published.mid)
-            raise RoomError("not-in-room", f"peer left room {data.rid!r} while publishing")
+            raise RoomError(ErrorCode.NOT_IN_ROOM, f"peer left room {data.rid!r} while publishing")
         room.add_publication(pub)
         if pub.has_media:  # a data-only publish has nothing to subscribe to
-            await self.notify_room(room, "stream-add", _pub_info(pub), exclude=session.uid)
+            self.connecting.add(pub.mid)  # announced once its transport connects
             if self.auto_record(data.rid):
                 await self._record_automatically(pub)
         return {
@@ -222,25 +290,53 @@ class SignalService:
             "sfuid": published.sfuid,
         }
 
+    def _seat(self, room: Room, uid: str, grants: Grants) -> None:
+        """With access control, grants decide who is audience (docs/large-rooms.md): a
+        room admin sees everyone from the start, and a member who may publish is never
+        audience; without it, the size threshold alone decides."""
+        if self.access.open:
+            return
+        if grants.roomAdmin:
+            room.promote(uid)
+        elif grants.canPublish:
+            room.early.add(uid)
+
+    def _announce_publisher(self, room: Room, uid: str) -> None:
+        """A publisher sees everyone and is seen by everyone (audience mode)."""
+        untold = room.promote(uid)
+        member = room.members[uid]
+        if untold and not member.hidden:
+            info = {"rid": room.rid, "uid": uid, "bizid": member.bizid}
+            self.notify_many(untold, "peer-join", info)
+        for other in untold:
+            if not room.members[other].hidden:
+                info = {"rid": room.rid, "uid": other, "bizid": room.members[other].bizid}
+                self.notify_many((uid,), "peer-join", info)
+
     async def unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
-        room.own_publication(session.uid, data.mid)
+        if self.access.is_admin(session, data.rid):
+            pub = room.publication(data.mid)
+        else:
+            pub = room.own_publication(session.uid, data.mid)
         await self.sfu.unpublish(data.rid, data.mid)
-        await self._remove_publication(room, data.mid)
+        # A teacher ending a student's stream: the student hears of it too.
+        await self._remove_publication(room, data.mid, tell_publisher=pub.uid != session.uid)
         return {}
 
-    async def _remove_publication(self, room: Room, mid: str) -> None:
+    async def _remove_publication(self, room: Room, mid: str, tell_publisher: bool = False) -> None:
         if mid not in room.publications:
             return
         pub, _orphaned = room.remove_publication(mid)  # the SFU closed their transports
-        if not pub.has_media:
+        if not pub.has_media or mid in self.connecting:  # never announced
+            self.connecting.discard(mid)
             return
         await self.notify_room(
             room,
             "stream-remove",
             {"rid": room.rid, "uid": pub.uid, "mid": mid},
-            exclude=pub.uid,
+            exclude=None if tell_publisher else pub.uid,
         )
         log.info("stream-removed", rid=room.rid, uid=pub.uid, mid=mid)
 
@@ -249,6 +345,9 @@ class SignalService:
         room = self.rooms.member_room(data.rid, session.uid)
         room.require_sfu("subscribe")
         room.publication(data.mid)
+        self.access.subscribe(session, data.rid)
+        check_offer(data.jsep.sdp, self.access.limits.offer_media_sections)
+        self.access.room_limits(self.rooms, session, "subscriptions")
         subscribed = await self.sfu.subscribe(data.rid, session.uid, data.mid, data.jsep.sdp)
         try:
             room.add_subscription(
@@ -262,13 +361,16 @@ class SignalService:
     async def unsubscribe(self, session: PeerSession, data: UnsubscribeData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
-        room.own_subscription(session.uid, data.sid, data.mid)
+        sub = room.subscriptions.get(data.sid)
+        owner = sub.uid if sub is not None and self.access.is_admin(session, data.rid) else None
+        room.own_subscription(owner or session.uid, data.sid, data.mid)
         await self.sfu.unsubscribe(data.rid, data.sid)
         room.remove_subscription(data.sid)
         return {}
 
     async def broadcast(self, session: PeerSession, data: BroadcastData) -> dict[str, Any]:
         room = self.rooms.member_room(data.rid, session.uid)
+        self.access.data(session, data.rid)
         await self.notify_room(
             room,
             "broadcast",
@@ -282,12 +384,14 @@ class SignalService:
     async def record(self, session: PeerSession, data: RecordData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
+        self.access.record(session, data.rid)
         room.publication(data.mid)
         return _recording_info(await self.sfu.start_recording(data.rid, data.mid))
 
     async def stop_record(self, session: PeerSession, data: RecordData) -> dict[str, Any]:
         self._check_sfu(data.sfuid)
         room = self.rooms.member_room(data.rid, session.uid)
+        self.access.record(session, data.rid)
         room.publication(data.mid)
         return _recording_info(await self.sfu.stop_recording(data.rid, data.mid))
 
@@ -315,15 +419,33 @@ class SignalService:
 
     # --- media ended on its own (SfuListener) -----------------------------------------
 
-    async def publication_ended(self, rid: str, mid: str) -> None:
+    async def publication_connected(self, rid: str, mid: str) -> None:
         room = self.rooms.get(rid)
-        if room is not None:
-            await self._remove_publication(room, mid)
+        pub = room.publications.get(mid) if room is not None else None
+        if room is None or pub is None or mid not in self.connecting:
+            return
+        self.connecting.discard(mid)
+        self._announce_publisher(room, pub.uid)
+        await self.notify_room(room, "stream-add", _pub_info(pub), exclude=pub.uid)
+        log.info("stream-announced", rid=rid, uid=pub.uid, mid=mid)
 
-    async def subscription_ended(self, rid: str, sid: str) -> None:
+    async def publication_ended(self, rid: str, mid: str, reason: str) -> None:
         room = self.rooms.get(rid)
-        if room is not None and sid in room.subscriptions:
-            room.remove_subscription(sid)
+        pub = room.publications.get(mid) if room is not None else None
+        if room is None or pub is None:
+            return
+        await self.notify(pub.uid, "publish-failed", {"rid": rid, "mid": mid, "reason": reason})
+        await self._remove_publication(room, mid)
+
+    async def subscription_ended(self, rid: str, sid: str, reason: str) -> None:
+        room = self.rooms.get(rid)
+        sub = room.subscriptions.get(sid) if room is not None else None
+        if room is None or sub is None:
+            return
+        room.remove_subscription(sid)
+        await self.notify(
+            sub.uid, "subscribe-failed", {"rid": rid, "mid": sub.mid, "sid": sid, "reason": reason}
+        )
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -20,8 +20,15 @@ from typing import Any
 from aiohttp import web
 
 from aiosfu.log import get_logger
+from aiosfu.signal.auth import Identity
+from aiosfu.signal.grants import Grants
+from aiosfu.signal.limits import TokenBucket
 
 log = get_logger("aiosfu.signal")
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
 
 
 class PeerSession:
@@ -31,10 +38,17 @@ class PeerSession:
         ws: web.WebSocketResponse,
         abort: Callable[[], None] = lambda: None,
         outbox_bytes: int = 4 * 1024 * 1024,
+        identity: Identity | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.uid = uid
         self.ws = ws
         self.rooms: set[str] = set()
+        # The verified token (None in open mode) and the grants in force in each room
+        # joined: the token's at first, then as a room admin changes them.
+        self.identity = identity
+        self.grants: dict[str, Grants] = {}
+        self.bucket = bucket
         self.last_seen = time.monotonic()
         self.closed = asyncio.Event()  # set once cleanup after disconnect is complete
         self.outbox_bytes = outbox_bytes
@@ -51,9 +65,13 @@ class PeerSession:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a frame for the peer; returns at once whatever the peer's socket does."""
+        self.send_text(encode(message))
+
+    def send_text(self, text: str) -> None:
+        """Queue an already encoded frame: a room event is encoded once for all its
+        recipients (`encode`), and this costs each of them one append."""
         if self.ws.closed or self._overflowed:
             return
-        text = json.dumps(message, separators=(",", ":"))
         if self._pending + len(text) > self.outbox_bytes:
             self._overflowed = True
             log.warning("peer-too-slow", uid=self.uid, unsent_bytes=self._pending)

@@ -40,6 +40,15 @@ export function defaultUrl() {
 }
 
 /**
+ * What a peer may do in a room (docs/security.md). A server without API keys
+ * (open mode) sends no grants: everything but administration is allowed.
+ */
+export const OPEN_GRANTS = Object.freeze({
+  roomJoin: true, roomAdmin: false, roomRecord: true, canPublish: true,
+  canPublishSources: [], canSubscribe: true, canPublishData: true, hidden: false,
+});
+
+/**
  * Resolve once ICE gathering has finished. The server does not accept trickled
  * candidates, so the offer must already contain every candidate. The timeout
  * bounds the wait when an unreachable STUN/TURN server keeps gathering open;
@@ -147,8 +156,11 @@ class Emitter {
 
 /**
  * One signaling connection. Events: every server notification by method name
- * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`),
- * plus `close` ({code, reason}) when the socket ends and `keepalive-error`.
+ * (`peer-join`, `peer-leave`, `stream-add`, `stream-remove`, `broadcast`;
+ * `publish-failed` {rid, mid, reason} and `subscribe-failed` {rid, mid, sid,
+ * reason} when the server removed one of ours whose media transport did not
+ * connect, the peer connection being closed here first), plus `close`
+ * ({code, reason}) when the socket ends and `keepalive-error`.
  */
 /**
  * Browsers decode Opus as mono unless their own description asks for stereo
@@ -173,6 +185,8 @@ export class Client extends Emitter {
    * @param {number} [options.requestTimeout] ms before a request is abandoned
    * @param {number} [options.connectTimeout] ms before connect() gives up
    * @param {RTCIceServer[]} [options.iceServers] skip fetching /api/ice-servers
+   * @param {RTCIceTransportPolicy} [options.iceTransportPolicy] "relay": media only
+   *   through TURN (networks that allow nothing else)
    */
   constructor(options = {}) {
     super();
@@ -193,23 +207,39 @@ export class Client extends Emitter {
     this.subscriptions = new Map();
     /** Subscribes in flight, so a stream-remove racing the answer is not lost. */
     this._subscribing = new Map();
+    /** @type {Map<string, object>} rid -> our grants there (see `can`) */
+    this.grants = new Map();
+    this.token = null;
+  }
+
+  /**
+   * Whether we hold `grant` in room `rid` (e.g. "canPublish", "roomAdmin").
+   * @param {string} rid
+   * @param {string} grant
+   */
+  can(rid, grant) {
+    return Boolean((this.grants.get(rid) ?? OPEN_GRANTS)[grant]);
   }
 
   /**
    * Open the signaling socket. ICE servers are fetched here, once, because
    * every later publish/subscribe needs them and must not wait on HTTP.
    * @param {string} url WebSocket endpoint, e.g. `ws://host:8080/ws`
-   * @param {string} uid this peer's user id
+   * @param {string} uid this peer's user id (the token's subject when a token is given)
+   * @param {{token?: string}} [options] an access token from the institution's backend
    * @returns {Promise<void>}
    */
-  async connect(url, uid) {
+  async connect(url, uid, options = {}) {
     if (this.ws) throw new Error("already connected");
     this.uid = uid;
+    this.token = options.token ?? null;
     const wsUrl = new URL(url, location.href);
     wsUrl.searchParams.set("peer", uid);
     if (!this.options.iceServers) {
-      this.iceServers = await fetchIceServers(wsUrl);
+      this.iceServers = await fetchIceServers(wsUrl, this.token);
     }
+    // Browsers cannot set headers on a WebSocket: the token goes in the query.
+    if (this.token) wsUrl.searchParams.set("token", this.token);
     const ws = new WebSocket(wsUrl);
     this.ws = ws;
     await new Promise((resolve, reject) => {
@@ -263,6 +293,9 @@ export class Client extends Emitter {
     if (options.mode) extra.mode = options.mode;
     if (options.capacity) extra.capacity = options.capacity;
     const data = await this.request("join", { rid, ...extra });
+    this.grants.set(rid, data.grants ?? OPEN_GRANTS);
+    // TURN credentials made for this peer replace the ones fetched at connect.
+    if (data.iceServers) this.iceServers = data.iceServers;
     this._startKeepalive(rid);
     return data;
   }
@@ -274,6 +307,7 @@ export class Client extends Emitter {
    */
   async leave(rid) {
     this._stopKeepalive(rid);
+    this.grants.delete(rid);
     try {
       await this.request("leave", { rid });
     } finally {
@@ -423,6 +457,37 @@ export class Client extends Emitter {
     return this.request("stop-record", { rid, mid });
   }
 
+  // --- the classroom stage (docs/security.md); the server refuses what our
+  // grants do not allow, so these need no checks of their own ---
+
+  /**
+   * Change what `uid` may do, e.g. `{canPublish: true}` brings a student on
+   * stage and `{canPublish: false}` takes them off (their streams end at once).
+   * Needs roomAdmin.
+   */
+  updateGrants(rid, uid, grants) {
+    return this.request("update-grants", { rid, uid, grants });
+  }
+
+  /** Stop (or with `muted` false resume) forwarding one kind of a stream. */
+  mute(rid, mid, kind, muted = true) {
+    return this.request("mute", { rid, mid, kind, muted });
+  }
+
+  /** Remove `uid` from the room for as long as it lasts. Needs roomAdmin. */
+  remove(rid, uid) {
+    return this.request("remove", { rid, uid });
+  }
+
+  raiseHand(rid) {
+    return this.request("raise-hand", { rid });
+  }
+
+  /** Lower our hand, or (roomAdmin) someone else's. */
+  lowerHand(rid, uid) {
+    return this.request("lower-hand", uid ? { rid, uid } : { rid });
+  }
+
   /** Close the socket and every peer connection; the client is then done. */
   close() {
     for (const rid of [...this._keepalives.keys()]) this._stopKeepalive(rid);
@@ -432,7 +497,10 @@ export class Client extends Emitter {
   }
 
   _newPeerConnection() {
-    return new RTCPeerConnection({ iceServers: this.iceServers });
+    return new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.options.iceTransportPolicy ?? "all",
+    });
   }
 
   /** @returns {Promise<RTCSessionDescriptionInit>} an offer with all candidates */
@@ -490,11 +558,22 @@ export class Client extends Emitter {
       const data = msg.data ?? {};
       if (msg.method === "stream-remove") {
         // The server has already torn the subscription down on its side,
-        // so only local cleanup is needed; no unsubscribe request.
+        // so only local cleanup is needed; no unsubscribe request. A stream
+        // of ours is removed when a room admin ended it.
         this._dropSubscription(data.mid);
+        if (data.uid === this.uid) this._dropPublication(data.mid);
         const attempt = this._subscribing.get(data.mid);
         if (attempt) attempt.cancelled = true;
+      } else if (msg.method === "publish-failed") {
+        // Our transport never connected (or failed): the server removed the stream.
+        if (this.publications.has(data.mid)) this._dropPublication(data.mid);
+      } else if (msg.method === "subscribe-failed") {
+        if (this.subscriptions.get(data.mid)?.sid === data.sid) this._dropSubscription(data.mid);
       }
+      if (msg.method === "grants-updated" && data.uid === this.uid) {
+        this.grants.set(data.rid, data.grants);
+      }
+      if (msg.method === "subscription-ended") this._dropSubscription(data.mid);
       this.emit(msg.method, data);
     }
   }
@@ -787,11 +866,13 @@ export class Mesh extends Emitter {
  * @param {URL} wsUrl the signaling URL; the API lives on the same origin
  * @returns {Promise<RTCIceServer[]>}
  */
-async function fetchIceServers(wsUrl) {
+async function fetchIceServers(wsUrl, token) {
   const url = new URL("/api/ice-servers", wsUrl);
   url.protocol = wsUrl.protocol === "wss:" ? "https:" : "http:";
   url.search = "";
-  const response = await fetch(url);
+  url.searchParams.set("peer", wsUrl.searchParams.get("peer") ?? "");
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(url, { headers });
   if (!response.ok) {
     throw new SignalError("ice-servers", `GET ${url.pathname} failed: ${response.status}`);
   }

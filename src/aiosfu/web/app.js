@@ -1,7 +1,10 @@
 /**
  * Demo classroom page: join a room, publish camera+mic, watch everyone else.
  * Query parameters: room, name, autojoin=1, publish=0 (see docs/browser.md),
- * mode=p2p and capacity=N (a mesh room, docs/p2p.md).
+ * mode=p2p and capacity=N (a mesh room, docs/p2p.md), token=JWT (a server
+ * with API keys: the name is the token's, and the page shows the classroom
+ * controls the token's grants allow, docs/security.md), relay=1 (media only
+ * through TURN).
  */
 import { Client, Mesh, defaultUrl } from "/static/aiosfu.js";
 
@@ -30,6 +33,13 @@ const demo = {
   /** @type {Array<{uid: string, state: string}>} */
   peers: [],
   peerStats,
+  publicationStats,
+  /** Our grants in the room (null in open mode before joining), raised hands, who is on stage. */
+  grants: null,
+  /** @type {string[]} */
+  hands: [],
+  /** @type {string[]} */
+  onStage: [],
 };
 window.aiosfuDemo = demo;
 
@@ -47,6 +57,12 @@ let chatChannel = null;
 const tiles = new Map();
 /** Participants by uid. */
 const participants = new Map();
+/** The stage as this page knows it: raised hands, and uids brought on stage. */
+const hands = new Set();
+const onStage = new Set();
+const token = params.get("token");
+/** Whether the user asked to send camera and microphone (sent once grants allow). */
+let wantMedia = false;
 
 const form = $("join-form");
 const roomInput = $("room");
@@ -59,7 +75,8 @@ const wantedCapacity = Number(params.get("capacity")) || undefined;
 modeInput.value = wantedMode;
 
 roomInput.value = params.get("room") || "lobby";
-nameInput.value = params.get("name") || `guest-${Math.random().toString(36).slice(2, 6)}`;
+nameInput.value = tokenSubject(token) || params.get("name") || `guest-${Math.random().toString(36).slice(2, 6)}`;
+if (token) nameInput.readOnly = true;
 publishInput.checked = params.get("publish") !== "0";
 
 form.addEventListener("submit", (event) => {
@@ -67,6 +84,7 @@ form.addEventListener("submit", (event) => {
   join(roomInput.value.trim(), nameInput.value.trim(), publishInput.checked);
 });
 $("leave").addEventListener("click", () => leave());
+$("hand").addEventListener("click", () => toggleHand());
 $("chat-form").addEventListener("submit", (event) => {
   event.preventDefault();
   sendChat();
@@ -91,13 +109,30 @@ async function join(rid, uid, withMedia) {
   setControls("joining");
   demo.error = null;
   showStatus(`Joining ${rid}…`);
-  const c = new Client();
+  // relay=1: media only through the TURN servers the server hands out.
+  const c = new Client(params.get("relay") === "1" ? { iceTransportPolicy: "relay" } : {});
   client = c;
   self = uid;
   c.on("peer-join", ({ uid: who }) => addParticipant(who));
   c.on("peer-leave", ({ uid: who }) => removeParticipant(who));
   c.on("stream-add", (pub) => subscribeTo(pub));
-  c.on("stream-remove", ({ mid }) => dropSubscription(mid));
+  c.on("stream-remove", ({ mid, uid: who }) => {
+    if (who === self) stopPublishing();
+    else dropSubscription(mid);
+  });
+  c.on("grants-updated", (update) => onGrants(c, update));
+  c.on("hand-raised", ({ uid: who }) => setHand(who, true));
+  c.on("hand-lowered", ({ uid: who }) => setHand(who, false));
+  c.on("stream-muted", ({ mid, kind, muted }) => showMuted(mid, kind, muted));
+  c.on("peer-removed", ({ uid: who, by }) => {
+    if (who === self) fail(new Error(`${by} removed you from the room`));
+    else removeParticipant(who);
+  });
+  c.on("publish-failed", ({ reason }) => showStatus(`camera not published: ${reason}`, "error"));
+  c.on("subscribe-failed", ({ mid, reason }) => {
+    dropSubscription(mid);
+    showStatus(`video of ${mid} lost: ${reason}`, "error");
+  });
   c.on("broadcast", ({ uid: who, data }) => {
     if (who !== self && data?.type === "chat") appendChat(who, String(data.text ?? ""));
   });
@@ -107,7 +142,9 @@ async function join(rid, uid, withMedia) {
   });
   try {
     // Ask for the camera before joining so a refusal leaves no trace in the room.
-    if (withMedia) {
+    // With a token the grants decide first (a student joins without a camera).
+    wantMedia = withMedia;
+    if (withMedia && !token) {
       localStream = await navigator.mediaDevices.getUserMedia({
         audio: true,
         video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
@@ -115,11 +152,16 @@ async function join(rid, uid, withMedia) {
       const tile = addTile("local", uid, { local: true });
       tile.video.srcObject = localStream;
     }
-    await c.connect(defaultUrl(), uid);
+    await c.connect(defaultUrl(), uid, { token });
     if (mode === "p2p") mesh = startMesh(c, rid);
     const joined = await c.join(rid, { mode: mode === "p2p" ? "p2p" : undefined, capacity: wantedCapacity });
     const { pubs = [], users = [] } = joined;
     room = rid;
+    demo.grants = joined.grants ?? null;
+    for (const who of joined.hands ?? []) hands.add(who);
+    for (const { mid, kinds } of joined.muted ?? []) {
+      for (const kind of kinds) showMuted(mid, kind, true);
+    }
     demo.mode = joined.mode ?? "sfu";
     // The room was already a mesh room: follow it.
     if (demo.mode === "p2p" && !mesh) mesh = startMesh(c, rid);
@@ -133,8 +175,10 @@ async function join(rid, uid, withMedia) {
         const pub = await c.publish(rid, localStream);
         demo.localMid = pub.mid;
         tiles.get("local").el.dataset.mid = pub.mid;
+      } else if (wantMedia && c.can(rid, "canPublish")) {
+        await startPublishing(c, rid);
       }
-      await openChat(c, rid);
+      if (c.can(rid, "canPublishData")) await openChat(c, rid);
     }
     demo.state = "joined";
     setControls("joined");
@@ -157,6 +201,93 @@ async function leave() {
     c.close();
     reset();
     showStatus("You left the room");
+  }
+}
+
+/** Our camera and microphone into the room (on joining, or when brought on stage). */
+async function startPublishing(c, rid) {
+  if (localStream) return;
+  localStream = await navigator.mediaDevices.getUserMedia({
+    audio: true,
+    video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+  });
+  const tile = addTile("local", self, { local: true });
+  tile.video.srcObject = localStream;
+  const pub = await c.publish(rid, localStream);
+  demo.localMid = pub.mid;
+  tile.el.dataset.mid = pub.mid;
+}
+
+/** The server ended our publication (we were taken off stage). */
+function stopPublishing() {
+  removeTile("local");
+  localStream?.getTracks().forEach((track) => track.stop());
+  localStream = null;
+  demo.localMid = null;
+}
+
+async function onGrants(c, { uid: who, grants }) {
+  if (grants.canPublish) onStage.add(who);
+  else onStage.delete(who);
+  demo.onStage = [...onStage];
+  if (who === self) {
+    demo.grants = grants;
+    if (grants.canPublish && wantMedia && !localStream && room) {
+      try {
+        await startPublishing(c, room);
+        showStatus("You are on stage", "ok");
+      } catch (err) {
+        showStatus(`could not publish: ${err.message}`, "error");
+      }
+    } else if (!grants.canPublish) {
+      stopPublishing();
+    }
+  }
+  renderParticipants();
+}
+
+function setHand(who, raised) {
+  if (raised) hands.add(who);
+  else hands.delete(who);
+  demo.hands = [...hands];
+  renderParticipants();
+}
+
+async function toggleHand() {
+  if (!client || !room) return;
+  try {
+    if (hands.has(self)) await client.lowerHand(room);
+    else await client.raiseHand(room);
+  } catch (err) {
+    showStatus(`${err.message}`, "error");
+  }
+}
+
+function showMuted(mid, kind, muted) {
+  const tile = [...tiles.values()].find((t) => t.el.dataset.mid === mid);
+  tile?.el.classList.toggle(`muted-${kind}`, muted);
+  renderParticipants();
+}
+
+/** A teacher's action on someone else; the server checks the grant again. */
+async function act(what, ...args) {
+  try {
+    await client?.[what](room, ...args);
+  } catch (err) {
+    showStatus(`${what} failed: ${err.message}`, "error");
+  }
+}
+
+/**
+ * @param {string | null} jwt
+ * @returns {string} the uid a token names (read, not verified: the server does that)
+ */
+function tokenSubject(jwt) {
+  try {
+    const payload = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return String(JSON.parse(atob(payload)).sub ?? "");
+  } catch {
+    return "";
   }
 }
 
@@ -279,6 +410,26 @@ async function peerStats() {
   }));
 }
 
+/**
+ * Our publication's transport, for automation: which kind of local candidate
+ * carries it (host, srflx, relay) and how much it sent.
+ * @returns {Promise<{candidateType: string | null, bytesSent: number}>}
+ */
+async function publicationStats() {
+  const pub = client?.publications.get(demo.localMid);
+  const result = { candidateType: null, bytesSent: 0 };
+  if (!pub) return result;
+  const report = await pub.pc.getStats();
+  report.forEach((stat) => {
+    if (stat.type === "transport" && stat.selectedCandidatePairId) {
+      const pair = report.get(stat.selectedCandidatePairId);
+      result.candidateType = report.get(pair?.localCandidateId)?.candidateType ?? null;
+    }
+    if (stat.type === "outbound-rtp") result.bytesSent += stat.bytesSent ?? 0;
+  });
+  return result;
+}
+
 /** Return the page to its pre-join state, keeping `state`/`error` to the caller. */
 function reset() {
   mesh?.close();
@@ -294,6 +445,11 @@ function reset() {
   renderParticipants();
   demo.subscriptions.length = 0;
   demo.localMid = null;
+  demo.grants = null;
+  hands.clear();
+  onStage.clear();
+  demo.hands = [];
+  demo.onStage = [];
   demo.state = "idle";
   room = null;
   $("unmute").hidden = true;
@@ -442,15 +598,53 @@ function renderParticipants() {
     name.className = "participant-name";
     name.textContent = uid === self ? `${uid} (you)` : uid;
     item.append(avatar, name);
+    if (hands.has(uid)) {
+      const hand = document.createElement("span");
+      hand.className = "hand";
+      hand.title = "Hand raised";
+      hand.textContent = "✋";
+      item.append(hand);
+    }
     if (live.has(uid)) {
       const dot = document.createElement("span");
       dot.className = "live";
       dot.title = "Publishing";
       item.append(dot);
     }
+    if (uid !== self && room && client?.can(room, "roomAdmin")) item.append(...adminControls(uid));
     list.append(item);
   }
   $("participant-count").textContent = String(participants.size);
+  // A student's hand: shown to whoever cannot publish yet (a teacher needs none).
+  const hand = $("hand");
+  hand.hidden = !(room && client && !client.can(room, "canPublish") && !client.can(room, "roomAdmin"));
+  hand.textContent = hands.has(self) ? "Lower hand" : "Raise hand";
+}
+
+/** Only for a room admin: stage, mute and remove buttons on one participant. */
+function adminControls(uid) {
+  const button = (label, className, onClick) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `btn btn-small ${className}`;
+    b.textContent = label;
+    b.dataset.uid = uid;
+    b.addEventListener("click", onClick);
+    return b;
+  };
+  const staged = onStage.has(uid);
+  const controls = [
+    button(staged ? "Off stage" : "On stage", "stage-toggle", () =>
+      act("updateGrants", uid, { canPublish: !staged })),
+  ];
+  const tile = [...tiles.entries()].find(([key, t]) => key !== "local" && t.el.dataset.uid === uid);
+  if (tile) {
+    const muted = tile[1].el.classList.contains("muted-audio");
+    controls.push(button(muted ? "Unmute" : "Mute", "mute", () =>
+      act("mute", tile[0], "audio", !muted).then(() => renderParticipants())));
+  }
+  controls.push(button("Remove", "remove", () => act("remove", uid)));
+  return controls;
 }
 
 async function sendChat() {

@@ -1,0 +1,172 @@
+"""Audience mode (docs/large-rooms.md) through a real server, with a small threshold.
+
+With `announce_members_up_to = 3`, the first three members of a room are announced to
+everyone exactly as seed 002 does; later joiners are audience: announced only to the
+members who publish, never to each other, and everyone hears the head count instead
+(`room-count`, at most once a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiosfu.client import Client
+from tests.conftest import ServerProcess, start_server, stop_server, wait_for
+from tests.media import PatternTrack, ToneTrack
+
+RID = "lecture"
+
+
+@pytest.fixture
+def lecture_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    config = tmp_path / "aiosfu.toml"
+    config.write_text("announce_members_up_to = 3\n")
+    server = start_server(tmp_path, "--config", str(config))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    opened: list[Client] = []
+    yield opened
+    await asyncio.gather(*(c.close() for c in opened), return_exceptions=True)
+
+
+async def connect(server: ServerProcess, opened: list[Client], uid: str) -> Client:
+    client = await Client.connect(server.ws_url, uid, ice_ips=["127.0.0.1"])
+    opened.append(client)
+    return client
+
+
+def heard(client: Client, method: str) -> list[dict[str, Any]]:
+    return [data for name, data in client.signaling.notifications if name == method]
+
+
+def uids(client: Client, method: str) -> list[str]:
+    return [data["uid"] for data in heard(client, method)]
+
+
+async def settle(*clients: Client) -> None:
+    """A keepalive round trip each: everything sent to them before it has arrived."""
+    for client in clients:
+        await client.request("keepalive", {"rid": RID})
+
+
+async def test_below_the_threshold_every_member_is_announced_as_seed_002(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    a = await connect(lecture_server, clients, "a")
+    b = await connect(lecture_server, clients, "b")
+    c = await connect(lecture_server, clients, "c")
+    assert (await a.join(RID))["users"] == []
+    assert (await b.join(RID))["users"] == [{"signalid": "signal-1", "rid": RID, "uid": "a"}]
+    joined = await c.join(RID)
+    assert sorted(u["uid"] for u in joined["users"]) == ["a", "b"]
+    await b.leave(RID)
+    await settle(a, c)
+    assert uids(a, "peer-join") == ["b", "c"]
+    assert uids(a, "peer-leave") == ["b"]
+    assert uids(c, "peer-leave") == ["b"]
+    assert heard(a, "room-count") == [] and heard(c, "room-count") == []
+    assert [name for name, _ in a.signaling.notifications] == [
+        "peer-join",
+        "peer-join",
+        "peer-leave",
+    ]
+
+
+async def test_audience_is_announced_only_to_publishers(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    teacher = await connect(lecture_server, clients, "teacher")
+    await teacher.join(RID)
+    publication = await teacher.publish(RID, [ToneTrack(), PatternTrack(160, 120)])
+    early = [await connect(lecture_server, clients, f"early{i}") for i in range(2)]
+    for client in early:
+        await client.join(RID)
+    students = [await connect(lecture_server, clients, f"s{i}") for i in range(4)]
+    listed = [await s.join(RID) for s in students]
+
+    # An audience joiner is told of the publishers and of every stream.
+    for response in listed:
+        assert [u["uid"] for u in response["users"]] == ["teacher"]
+        assert [p["mid"] for p in response["pubs"]] == [publication.mid]
+    await settle(teacher, *early, *students)
+    assert uids(teacher, "peer-join") == ["early0", "early1", "s0", "s1", "s2", "s3"]
+    for client in [*early, *students]:
+        assert not set(uids(client, "peer-join")) & {"s0", "s1", "s2", "s3"}, client.uid
+
+    await students[0].leave(RID)
+    await early[0].leave(RID)
+    await settle(teacher, early[1], *students[1:])
+    assert uids(teacher, "peer-leave") == ["s0", "early0"]
+    assert uids(early[1], "peer-leave") == ["early0"], "early members know each other"
+    for client in students[1:]:
+        assert uids(client, "peer-leave") == [], client.uid
+
+    # The head count reaches everyone, the latest value last.
+    async def counted() -> bool:
+        return all(
+            heard(c, "room-count") and heard(c, "room-count")[-1]["members"] == 5
+            for c in [teacher, early[1], *students[1:]]
+        )
+
+    await wait_for(counted, timeout=5)
+
+
+async def test_an_audience_member_who_publishes_is_announced_then(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    members = [await connect(lecture_server, clients, uid) for uid in ("t", "e1", "e2")]
+    for client in members:
+        await client.join(RID)
+    s1 = await connect(lecture_server, clients, "s1")
+    s2 = await connect(lecture_server, clients, "s2")
+    await s1.join(RID)
+    await s2.join(RID)
+    await settle(*members, s1, s2)
+    assert "s2" not in uids(s1, "peer-join")
+
+    start = s1.signaling.received
+    await s2.publish(RID, [ToneTrack()])
+    joined = await s1.signaling.wait_for("peer-join", lambda d: d["uid"] == "s2", start=start)
+    assert joined == {"rid": RID, "uid": "s2", "bizid": ""}
+    added = await s1.signaling.wait_for("stream-add", start=start)
+    assert added["uid"] == "s2"
+    events = [(n, d.get("uid")) for n, d in s1.signaling.notifications]
+    assert events.index(("peer-join", "s2")) < events.index(("stream-add", "s2"))
+    # Now a publisher, s2 sees everyone: the audience it had not been told of is announced.
+    await settle(s2)
+    assert "s1" in uids(s2, "peer-join")
+    for client in members:
+        assert uids(client, "peer-join").count("s2") == 1, client.uid
+
+
+async def test_room_count_is_sent_at_most_once_a_second(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    watchers = [await connect(lecture_server, clients, uid) for uid in ("a", "b", "c")]
+    for client in watchers:
+        await client.join(RID)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    students = [await connect(lecture_server, clients, f"s{i}") for i in range(20)]
+    for student in students:
+        await student.join(RID)
+    joined_in = loop.time() - started
+
+    async def final_count() -> bool:
+        counts = heard(watchers[0], "room-count")
+        return bool(counts) and counts[-1]["members"] == 23
+
+    await wait_for(final_count, timeout=5)
+    elapsed = loop.time() - started
+    counts = heard(watchers[0], "room-count")
+    assert len(counts) <= int(elapsed) + 2, (len(counts), elapsed, joined_in)
+    assert [c["members"] for c in counts] == sorted(c["members"] for c in counts)
