@@ -14,10 +14,11 @@ reference implementation, read to learn, not copied):
   x0.85 of the delivered rate on overuse; never above 1.5x the delivered rate).
 - loss-based: GCC's loss controller on the fraction lost (from transport-cc, or from
   receiver reports when a subscriber sends no transport-cc): below 2% grow 8% a second,
-  above 10% cut by half the loss. The SFU does not probe, and policers (a rate limit that
-  drops rather than queues) give no delay signal, so two rules are added, both explained
-  at `_on_loss`: heavy loss (>20%) drops straight to 0.9x the delivered rate, and moderate
-  loss (2-10%) right after a step up returns to the last loss-free rate.
+  above 10% cut by half the loss, hold in between. The SFU does not probe, and policers
+  (a rate limit that drops rather than queues) give no delay signal, so three rules are
+  added, explained at `_on_loss`: heavy loss (>20%) drops straight to 0.9x the delivered
+  rate; loss right after growing into it returns below the last clean target; and after
+  a cut, moderate loss keeps cutting while it falls with the rate.
 - the estimate is the lower of the two, capped by the subscriber's REMB and by
   `max_bps`, floored at `min_bps`.
 
@@ -73,7 +74,11 @@ class Usage(Enum):
 
 
 class RateWindow:
-    """Bytes per second over a sliding window, in fixed bins (no per-packet allocation)."""
+    """Bits per second over a sliding window, in fixed bins (no per-packet allocation).
+
+    The window ends at the newest packet added, not at a wall clock: it measures what
+    the feedback has shown, however late the feedback arrives.
+    """
 
     def __init__(self, window_us: int = 500_000, bins: int = 10) -> None:
         self.bin_us = window_us // bins

@@ -189,7 +189,9 @@ def decode(data: bytes) -> TransportFeedback:
     """Parse one transport-cc RTCP packet (header included); ValueError if malformed.
 
     Padding is honoured as RFC 3550 says (libwebrtc pads with the bit set). A packet that
-    reports no statuses (pion's empty feedback) decodes to an empty `deltas`.
+    reports no statuses (pion's empty feedback) decodes to an empty `deltas`. Feedback
+    without receive deltas (libwebrtc's rarely used timestamp-less mode) is refused as
+    truncated: without arrival times it is of no use to an estimator.
     """
     if len(data) < HEADER_SIZE:
         raise ValueError("transport-cc feedback is shorter than its 20-byte header")
