@@ -612,3 +612,16 @@ def test_generator_packet_reordered_before_the_first_one_across_the_wrap() -> No
     gen.record(1, 5_000)
     gen.record(65535, 6_000)  # sent before 1, arrived after it
     assert decode_all(gen.flush()) == [(65535, 6_000), (0, None), (1, 5_000)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=5))
+def test_split_compound_of_garbage_only_ever_raises_value_error(chunks: list[bytes]) -> None:
+    # RTCP-looking framing (version 2, a length that may or may not fit) around noise.
+    data = b"".join(
+        bytes([0x8F, 0xCD if i % 2 else 0xC9, 0, len(c) // 4]) + c for i, c in enumerate(chunks)
+    )
+    try:
+        split_compound(data)
+    except ValueError:
+        pass

@@ -107,16 +107,6 @@ class TransportFeedback:
             seq = (seq + 1) & 0xFFFF
 
 
-def _symbol(delta: int | None) -> int:
-    if delta is None:
-        return NOT_RECEIVED
-    if 0 <= delta <= 0xFF:
-        return SMALL_DELTA
-    if _MIN_LARGE <= delta <= _MAX_LARGE:
-        return LARGE_DELTA
-    raise ValueError(f"receive delta {delta} ticks does not fit 16 bits")
-
-
 def _chunks(symbols: list[int]) -> Iterator[int]:
     """Greedy chunking: at each position take whichever chunk covers the most symbols.
 
@@ -158,15 +148,25 @@ def encode(fb: TransportFeedback) -> bytes:
         raise ValueError("transport-cc feedback needs at least one packet status")
     if len(fb.deltas) > 0xFFFF:
         raise ValueError("transport-cc feedback reports at most 65535 packets")
-    symbols = [_symbol(d) for d in fb.deltas]
+    # One pass for the symbols and the receive deltas (this runs every 50 ms per
+    # publisher, over every packet since the last feedback).
+    symbols: list[int] = []
+    deltas = bytearray()
+    for delta in fb.deltas:
+        if delta is None:
+            symbols.append(NOT_RECEIVED)
+        elif 0 <= delta <= 0xFF:
+            symbols.append(SMALL_DELTA)
+            deltas.append(delta)
+        elif _MIN_LARGE <= delta <= _MAX_LARGE:
+            symbols.append(LARGE_DELTA)
+            deltas += delta.to_bytes(2, "big", signed=True)
+        else:
+            raise ValueError(f"receive delta {delta} ticks does not fit 16 bits")
     body = bytearray()
     for word in _chunks(symbols):
         body += word.to_bytes(2, "big")
-    for delta, symbol in zip(fb.deltas, symbols, strict=True):
-        if symbol == SMALL_DELTA:
-            body.append(delta)  # type: ignore[arg-type]
-        elif symbol == LARGE_DELTA:
-            body += delta.to_bytes(2, "big", signed=True)  # type: ignore[union-attr]
+    body += deltas
     size = HEADER_SIZE + len(body)
     padding = -size % 4
     if padding:
