@@ -523,6 +523,19 @@ def test_history_matches_feedback_to_what_was_sent() -> None:
     assert history.on_feedback(fb2) == []
 
 
+def test_history_allocates_sequence_numbers_across_the_wrap() -> None:
+    history = SendHistory()
+    seqs = [history.send(i * 1000, 100) for i in range(70_000)]
+    assert seqs[:3] == [0, 1, 2] and seqs[65535] == 65535 and seqs[65536] == 0
+    fb = TransportFeedback(1, 2, 65534, 0, 0, [4, 4, 4, 4])
+    assert [(r.seq, r.send_us) for r in history.on_feedback(fb)] == [
+        (65534, 65534 * 1000),
+        (65535, 65535 * 1000),
+        (0, 65536 * 1000),
+        (1, 65537 * 1000),
+    ]
+
+
 def test_history_counts_statuses_it_does_not_know() -> None:
     history = SendHistory(size=16)
     for seq in range(100):

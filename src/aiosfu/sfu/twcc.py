@@ -36,7 +36,8 @@ Usage (publisher leg: answering transport-cc)::
 Usage (subscriber leg: reading its feedback)::
 
     history = SendHistory()
-    history.on_sent(twcc_seq, send_us, len(datagram))   # per RTP packet sent
+    # per RTP packet sent: write this number in its transport-wide-cc header extension
+    packet.extensions.transport_sequence_number = history.send(send_us, len(datagram))
     feedbacks, rest = split_compound(rtcp_datagram)     # rest goes to aiortc as before
     for fb in feedbacks:
         for result in history.on_feedback(fb):
@@ -493,6 +494,7 @@ class SendHistory:
         self._state: list[int] = [0] * self.size
         self._last_ext = -1
         self._ref_ext: int | None = None  # unwrapped reference time of the last feedback
+        self._next_seq = 0
         self.unknown = 0  # statuses about packets not (or no longer) in the history
         self.feedbacks = 0
 
@@ -504,6 +506,14 @@ class SendHistory:
         if diff >= 0x8000:
             diff -= 0x10000
         return last + diff
+
+    def send(self, send_us: int, size: int) -> int:
+        """Allocate the next transport-wide sequence number for a packet going out now,
+        and remember it: one counter per subscriber transport, across all its streams."""
+        seq = self._next_seq
+        self._next_seq = (seq + 1) & 0xFFFF
+        self.on_sent(seq, send_us, size)
+        return seq
 
     def on_sent(self, seq: int, send_us: int, size: int) -> None:
         """Note one packet sent with transport-wide sequence number `seq` (16 bits)."""
