@@ -26,6 +26,7 @@ network and back off.
 
 Usage (publisher leg: answering transport-cc)::
 
+    # one per publisher transport: the sequence number spans all its streams
     gen = FeedbackGenerator(sender_ssrc=local_rtcp_ssrc, media_ssrc=publisher_ssrc)
     # per RTP packet that carries the transport-wide sequence number extension:
     gen.record(packet.extensions.transport_sequence_number, arrival_us, len(datagram))
