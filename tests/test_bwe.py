@@ -18,7 +18,7 @@ from aiosfu.sfu.bwe import (
     Usage,
 )
 from aiosfu.sfu.twcc import PacketResult
-from tests.bwe_sim import MS, PACKET, Link, loss_fraction, simulate
+from tests.bwe_sim import MS, PACKET, Link, between, loss_fraction, simulate
 
 # --- closed loop on synthetic links -----------------------------------------------------------
 
@@ -102,6 +102,14 @@ def test_random_loss_of_5_percent_on_a_bottleneck_the_estimate_limits() -> None:
     assert trace.mean(50, 80) >= 0.7 * before
 
 
+def test_random_loss_does_not_ratchet_the_estimate_down_over_minutes() -> None:
+    # Each loss-driven experiment that does not help must be given back: otherwise luck
+    # (a clean window, growth, loss again) cuts a few percent each time, for ever.
+    lossy = Link(1_500_000, loss=0.05, rng=random.Random(2))
+    trace = simulate(240, between(30, 240, lossy, Link(1_500_000)))
+    assert trace.mean(210, 240) >= 0.75 * trace.mean(20, 30)
+
+
 def test_heavy_random_loss_brings_the_estimate_down() -> None:
     # 30% loss is congestion by any reading of GCC: the estimate must yield.
     lossy = Link(5_000_000, loss=0.3, rng=random.Random(3))
@@ -167,8 +175,14 @@ def test_receiver_report_loss_drives_the_estimate_without_transport_cc() -> None
     assert bwe.estimate_bps == 875_000
     bwe.on_receiver_report(0, 4_000_000)  # one clean report could be luck: hold
     assert bwe.estimate_bps == 875_000
-    bwe.on_receiver_report(0, 5_000_000)  # two in a row: grow 8% a second
-    assert bwe.estimate_bps == int(875_000 * 1.08 + 1000)
+    bwe.on_receiver_report(0, 5_000_000)  # two in a row: grow, 4% a second near the cut
+    assert bwe.estimate_bps == int(875_000 * 1.04 + 1000)
+    for t in range(6, 12):
+        bwe.on_receiver_report(0, t * 1_000_000)
+    assert bwe.estimate_bps > 1_100_000  # 10% past the rate that was cut...
+    before = bwe.estimate_bps
+    bwe.on_receiver_report(0, 12_000_000)
+    assert bwe.estimate_bps == int(before * 1.08 + 1000)  # ...8% a second again
 
 
 def test_receiver_report_loss_is_ignored_while_transport_cc_flows() -> None:

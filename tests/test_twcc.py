@@ -523,6 +523,19 @@ def test_history_matches_feedback_to_what_was_sent() -> None:
     assert history.on_feedback(fb2) == []
 
 
+def test_history_allocates_sequence_numbers_across_the_wrap() -> None:
+    history = SendHistory()
+    seqs = [history.send(i * 1000, 100) for i in range(70_000)]
+    assert seqs[:3] == [0, 1, 2] and seqs[65535] == 65535 and seqs[65536] == 0
+    fb = TransportFeedback(1, 2, 65534, 0, 0, [4, 4, 4, 4])
+    assert [(r.seq, r.send_us) for r in history.on_feedback(fb)] == [
+        (65534, 65534 * 1000),
+        (65535, 65535 * 1000),
+        (0, 65536 * 1000),
+        (1, 65537 * 1000),
+    ]
+
+
 def test_history_counts_statuses_it_does_not_know() -> None:
     history = SendHistory(size=16)
     for seq in range(100):
@@ -612,3 +625,16 @@ def test_generator_packet_reordered_before_the_first_one_across_the_wrap() -> No
     gen.record(1, 5_000)
     gen.record(65535, 6_000)  # sent before 1, arrived after it
     assert decode_all(gen.flush()) == [(65535, 6_000), (0, None), (1, 5_000)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=5))
+def test_split_compound_of_garbage_only_ever_raises_value_error(chunks: list[bytes]) -> None:
+    # RTCP-looking framing (version 2, a length that may or may not fit) around noise.
+    data = b"".join(
+        bytes([0x8F, 0xCD if i % 2 else 0xC9, 0, len(c) // 4]) + c for i, c in enumerate(chunks)
+    )
+    try:
+        split_compound(data)
+    except ValueError:
+        pass

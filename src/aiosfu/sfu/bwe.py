@@ -14,10 +14,11 @@ reference implementation, read to learn, not copied):
   x0.85 of the delivered rate on overuse; never above 1.5x the delivered rate).
 - loss-based: GCC's loss controller on the fraction lost (from transport-cc, or from
   receiver reports when a subscriber sends no transport-cc): below 2% grow 8% a second,
-  above 10% cut by half the loss. The SFU does not probe, and policers (a rate limit that
-  drops rather than queues) give no delay signal, so two rules are added, both explained
-  at `_on_loss`: heavy loss (>20%) drops straight to 0.9x the delivered rate, and moderate
-  loss (2-10%) right after a step up returns to the last loss-free rate.
+  above 10% cut by half the loss, hold in between. The SFU does not probe, and policers
+  (a rate limit that drops rather than queues) give no delay signal, so three rules are
+  added, explained at `_on_loss`: heavy loss (>20%) drops straight to 0.9x the delivered
+  rate; loss right after growing into it returns below the last clean target; and after
+  a cut, moderate loss keeps cutting while it falls with the rate.
 - the estimate is the lower of the two, capped by the subscriber's REMB and by
   `max_bps`, floored at `min_bps`.
 
@@ -73,7 +74,11 @@ class Usage(Enum):
 
 
 class RateWindow:
-    """Bytes per second over a sliding window, in fixed bins (no per-packet allocation)."""
+    """Bits per second over a sliding window, in fixed bins (no per-packet allocation).
+
+    The window ends at the newest packet added, not at a wall clock: it measures what
+    the feedback has shown, however late the feedback arrives.
+    """
 
     def __init__(self, window_us: int = 500_000, bins: int = 10) -> None:
         self.bin_us = window_us // bins
@@ -420,11 +425,19 @@ class DelayBasedBwe:
         return self.rate.bps if self.rate.initialized else None
 
 
+def _fraction(windows: deque[tuple[int, int]], last: int) -> float:
+    """Loss over the `last` windows (lost, expected) of `windows`."""
+    lost = expected = 0
+    for k in range(max(0, len(windows) - last), len(windows)):
+        lost += windows[k][0]
+        expected += windows[k][1]
+    return lost / expected if expected else 0.0
+
+
 # --- the per-subscriber estimator ----------------------------------------------------------
 
 _LOSS_WINDOW_US = 500_000
 _LONG_WINDOWS = 4
-_LONG_WINDOW_US = _LOSS_WINDOW_US * _LONG_WINDOWS
 _LOSS_MIN_PACKETS = 20
 _LOW_LOSS = 0.02
 _HIGH_LOSS = 0.10
@@ -436,6 +449,12 @@ _DECREASE_INTERVAL_US = 300_000
 _CLEAN_MEMORY_US = 10_000_000
 _BACKOFF_HOLD_US = 2_000_000
 _RR_AFTER_TWCC_US = 2_000_000
+_NEAR_CEILING_GROWTH = 1.04  # per second, within _CEILING_SPAN of the last loss ceiling
+_CEILING_SPAN = 1.1
+# After a cut, loss must fall below 70% of what it was, and by more than the 1.5 points
+# a second of packets measures it to, for the cut to count as having helped.
+_BETTER = 0.7
+_NOISE = 0.015
 
 
 class SendSideBwe:
@@ -453,8 +472,9 @@ class SendSideBwe:
         self.min_bps = min_bps
         self.max_bps = max_bps
         self.delay = DelayBasedBwe(initial_bps)
-        self.delivered = RateWindow()  # by arrival time: what the path carried
-        self.sent = RateWindow()  # by send time, lost packets included: what we offered
+        # 1 s windows: at 300 kbit/s a packet is 3% of a second's bytes.
+        self.delivered = RateWindow(1_000_000, 20)  # by arrival time: what the path carried
+        self.sent = RateWindow(1_000_000, 20)  # by send time, lost included: what we offered
         self.rtt_us = 100_000
         self.remb_bps: int | None = None
         self._target = float(initial_bps)
@@ -468,13 +488,16 @@ class SendSideBwe:
         # the loss at our last loss-driven decrease, until a clean stretch or a hold
         self._congestion_loss: float | None = None
         self._last_cut_us = 0
-        self._doubted = False  # the last cut was made though the one before did not help
         self._lost = 0
         self._expected = 0
         self._loss_window_start: int | None = None
         self._loss_windows: deque[tuple[int, int]] = deque(maxlen=_LONG_WINDOWS)
+        self._windows_since_cut = _LONG_WINDOWS
         self._last_twcc_us: int | None = None
         self._last_loss_cut_us: int | None = None
+        self._undo_to: float | None = None  # the target before an experimental cut
+        # the target just before the last loss-driven cuts (the lowest of a series)
+        self._loss_ceiling: float | None = None
         self.loss_fraction = 0.0
         self.limited_by = "initial"
         self.estimate_bps = initial_bps
@@ -504,9 +527,11 @@ class SendSideBwe:
         ):
             windows = self._loss_windows
             windows.append((self._lost, self._expected))
-            long_lost = sum(w[0] for w in windows)
-            long_expected = sum(w[1] for w in windows)
-            self._on_loss(self._lost / self._expected, long_lost / long_expected, now_us)
+            self._windows_since_cut += 1
+            long = _fraction(windows, len(windows))
+            since = self._windows_since_cut
+            after_cut = _fraction(windows, since) if since >= 2 else None
+            self._on_loss(self._lost / self._expected, long, after_cut, now_us)
             self._lost = self._expected = 0
             self._loss_window_start = now_us
         self._update(now_us)
@@ -517,7 +542,8 @@ class SendSideBwe:
         if self._last_twcc_us is not None and now_us - self._last_twcc_us < _RR_AFTER_TWCC_US:
             return
         fraction = fraction_lost / 256  # an RR covers about a second: short and long
-        self._on_loss(fraction, fraction, now_us)
+        after_cut = fraction if now_us - self._last_cut_us >= 2 * _LOSS_WINDOW_US else None
+        self._on_loss(fraction, fraction, after_cut, now_us)
         self._update(now_us)
 
     def on_remb(self, bitrate_bps: int, now_us: int) -> None:
@@ -530,25 +556,28 @@ class SendSideBwe:
 
     # the loss controller
 
-    def _on_loss(self, short: float, long: float, now_us: int) -> None:
+    def _on_loss(self, short: float, long: float, after_cut: float | None, now_us: int) -> None:
         """GCC's loss controller, plus rules for a server that does not probe.
 
         `short` is the loss of the last window (0.5 s), `long` of the last four (2 s):
         decisions that random loss could fake use the long one, reactions that must be
-        quick the short one.
+        quick the short one. `after_cut` covers the windows since the last cut (up to
+        four, None until two): it judges whether that cut helped.
 
         Policers give loss and no delay, and GCC alone holds anywhere between 2% and 10%
         loss: at 1.1x a policed rate it would lose 9% for ever. So:
         - heavy loss (short > 20%, which random loss does not reach) drops to 0.9x the
           delivered rate at once;
         - loss right after we grew (short >= 2%, the target 2% above the one at the last
-          clean window within 10 s, the sender using 85% of it) goes back to just below
-          that clean target;
-        - after any loss-driven cut, moderate loss (long) keeps cutting while it falls
-          with the rate (a policer) and stops as soon as it does not (the path's own).
+          clean window within 10 s, the sender using 85% of it) goes back to 0.97x the
+          lower of that clean target and the delivered rate;
+        - after such a cut, moderate loss keeps cutting while it clearly falls with the
+          rate (a policer); as soon as it does not (the path's own loss) those cuts are
+          given back, so random loss cannot ratchet the estimate down.
         Random loss at a steady rate, or while the sender is below the estimate (an SFU
         forwards what publishers send), still holds, as in GCC. Every cut holds growth
-        for 2 s; growth resumes after two clean windows in a row.
+        for 2 s; growth resumes after two clean windows in a row, at 4% a second within
+        10% of the rate that was cut (where the limit most likely is), 8% beyond.
         """
         self.loss_fraction = long
         self._low_streak = max(self._low_streak, 0) + 1 if short < _LOW_LOSS else 0
@@ -568,6 +597,7 @@ class SendSideBwe:
             self._clean = (now_us, self._target)
             if self._low_streak >= 2:
                 self._congestion_loss = None
+                self._undo_to = None  # clean again at the lower rate: the cuts stand
             return
         clean = self._clean
         if (
@@ -578,36 +608,46 @@ class SendSideBwe:
             and sent >= _IN_USE * self._target
         ):
             # We grew since the last clean window, the sender used it, and now we lose:
-            # congestion. Back to a little below where it was clean.
-            self._decrease_to(_BACKOFF * clean[1], max(short, long), now_us)
+            # congestion, most likely. Back to a little below where it was clean; the
+            # next judgement undoes this if the loss does not fall.
+            back = min(clean[1], delivered or math.inf)
+            self._decrease_to(_BACKOFF * back, max(short, long), now_us, undoable=True)
             return
         if not can_decrease:
             return
         if long > _HIGH_LOSS:
             self._decrease_to(self._target * (1 - 0.5 * long), long, now_us)
-        elif self._congestion_loss is not None:
-            if now_us - self._last_cut_us < _LONG_WINDOW_US:
-                return  # the long window still holds packets sent before the cut
-            if long < 0.8 * self._congestion_loss or not self._doubted:
-                # Less loss at a lower rate: the rate causes it, keep going down. A first
-                # window without improvement may be noise: one more cut to be sure.
-                doubted = long >= 0.8 * self._congestion_loss
-                self._decrease_to(self._target * (1 - 0.5 * long), long, now_us, doubted)
-            elif long >= _LOW_LOSS:
-                # Twice no better at a lower rate: the loss is the path's own. Hold.
+        elif self._congestion_loss is not None and after_cut is not None:
+            before = self._congestion_loss
+            if after_cut < _BETTER * before and before - after_cut > _NOISE:
+                # Clearly less loss at a lower rate: the rate causes it, keep going down.
+                new = self._target * (1 - 0.5 * after_cut)
+                self._decrease_to(new, after_cut, now_us, undoable=True)
+            else:
+                # No better at a lower rate: the loss is the path's own. Hold, and give
+                # back the cuts that were only experiments.
+                if self._undo_to is not None:
+                    self._target = max(self._target, self._undo_to)
                 self._congestion_loss = None
+                self._undo_to = None
 
     def _decrease_to(
-        self, target: float, fraction: float, now_us: int, doubted: bool = False
+        self, target: float, fraction: float, now_us: int, undoable: bool = False
     ) -> None:
         self._last_loss_cut_us = now_us
-        self._doubted = doubted
+        if not undoable:
+            self._undo_to = None
+        elif self._undo_to is None:
+            self._undo_to = self._target  # the episode's first experiment: undo to here
+        if self._loss_ceiling is None or self._target < self._loss_ceiling:
+            self._loss_ceiling = self._target
         self._target = target
         self._last_decrease_us = now_us
         self._hold_until_us = now_us + _BACKOFF_HOLD_US
         self._clean = None
         self._congestion_loss = fraction
         self._last_cut_us = now_us
+        self._windows_since_cut = 0
 
     def _update(self, now_us: int) -> None:
         target = self._target
@@ -616,9 +656,14 @@ class SendSideBwe:
         growing = self._low_streak < 0 or self._low_streak >= 2
         if growing and now_us >= self._hold_until_us:
             # 8% a second, compounded smoothly per update so a policed path is entered
-            # gently rather than with one 8% step after each flat second.
+            # gently rather than with one 8% step after each flat second; slower near
+            # the rate where loss last cut us, which is where the limit most likely is.
             dt_s = min(dt_s, 1.0)
-            target = target * 1.08**dt_s + 1000 * dt_s
+            ceiling = self._loss_ceiling
+            if ceiling is not None and target > _CEILING_SPAN * ceiling:
+                ceiling = self._loss_ceiling = None  # well past it: the path got better
+            growth = _NEAR_CEILING_GROWTH if ceiling is not None else 1.08
+            target = target * growth**dt_s + 1000 * dt_s
             delivered = self.delivered.rate_bps()
             if delivered is not None:
                 target = max(target, float(delivered))

@@ -26,6 +26,7 @@ network and back off.
 
 Usage (publisher leg: answering transport-cc)::
 
+    # one per publisher transport: the sequence number spans all its streams
     gen = FeedbackGenerator(sender_ssrc=local_rtcp_ssrc, media_ssrc=publisher_ssrc)
     # per RTP packet that carries the transport-wide sequence number extension:
     gen.record(packet.extensions.transport_sequence_number, arrival_us, len(datagram))
@@ -36,7 +37,8 @@ Usage (publisher leg: answering transport-cc)::
 Usage (subscriber leg: reading its feedback)::
 
     history = SendHistory()
-    history.on_sent(twcc_seq, send_us, len(datagram))   # per RTP packet sent
+    # per RTP packet sent: write this number in its transport-wide-cc header extension
+    packet.extensions.transport_sequence_number = history.send(send_us, len(datagram))
     feedbacks, rest = split_compound(rtcp_datagram)     # rest goes to aiortc as before
     for fb in feedbacks:
         for result in history.on_feedback(fb):
@@ -107,16 +109,6 @@ class TransportFeedback:
             seq = (seq + 1) & 0xFFFF
 
 
-def _symbol(delta: int | None) -> int:
-    if delta is None:
-        return NOT_RECEIVED
-    if 0 <= delta <= 0xFF:
-        return SMALL_DELTA
-    if _MIN_LARGE <= delta <= _MAX_LARGE:
-        return LARGE_DELTA
-    raise ValueError(f"receive delta {delta} ticks does not fit 16 bits")
-
-
 def _chunks(symbols: list[int]) -> Iterator[int]:
     """Greedy chunking: at each position take whichever chunk covers the most symbols.
 
@@ -158,15 +150,25 @@ def encode(fb: TransportFeedback) -> bytes:
         raise ValueError("transport-cc feedback needs at least one packet status")
     if len(fb.deltas) > 0xFFFF:
         raise ValueError("transport-cc feedback reports at most 65535 packets")
-    symbols = [_symbol(d) for d in fb.deltas]
+    # One pass for the symbols and the receive deltas (this runs every 50 ms per
+    # publisher, over every packet since the last feedback).
+    symbols: list[int] = []
+    deltas = bytearray()
+    for delta in fb.deltas:
+        if delta is None:
+            symbols.append(NOT_RECEIVED)
+        elif 0 <= delta <= 0xFF:
+            symbols.append(SMALL_DELTA)
+            deltas.append(delta)
+        elif _MIN_LARGE <= delta <= _MAX_LARGE:
+            symbols.append(LARGE_DELTA)
+            deltas += delta.to_bytes(2, "big", signed=True)
+        else:
+            raise ValueError(f"receive delta {delta} ticks does not fit 16 bits")
     body = bytearray()
     for word in _chunks(symbols):
         body += word.to_bytes(2, "big")
-    for delta, symbol in zip(fb.deltas, symbols, strict=True):
-        if symbol == SMALL_DELTA:
-            body.append(delta)  # type: ignore[arg-type]
-        elif symbol == LARGE_DELTA:
-            body += delta.to_bytes(2, "big", signed=True)  # type: ignore[union-attr]
+    body += deltas
     size = HEADER_SIZE + len(body)
     padding = -size % 4
     if padding:
@@ -189,7 +191,9 @@ def decode(data: bytes) -> TransportFeedback:
     """Parse one transport-cc RTCP packet (header included); ValueError if malformed.
 
     Padding is honoured as RFC 3550 says (libwebrtc pads with the bit set). A packet that
-    reports no statuses (pion's empty feedback) decodes to an empty `deltas`.
+    reports no statuses (pion's empty feedback) decodes to an empty `deltas`. Feedback
+    without receive deltas (libwebrtc's rarely used timestamp-less mode) is refused as
+    truncated: without arrival times it is of no use to an estimator.
     """
     if len(data) < HEADER_SIZE:
         raise ValueError("transport-cc feedback is shorter than its 20-byte header")
@@ -491,6 +495,7 @@ class SendHistory:
         self._state: list[int] = [0] * self.size
         self._last_ext = -1
         self._ref_ext: int | None = None  # unwrapped reference time of the last feedback
+        self._next_seq = 0
         self.unknown = 0  # statuses about packets not (or no longer) in the history
         self.feedbacks = 0
 
@@ -502,6 +507,14 @@ class SendHistory:
         if diff >= 0x8000:
             diff -= 0x10000
         return last + diff
+
+    def send(self, send_us: int, size: int) -> int:
+        """Allocate the next transport-wide sequence number for a packet going out now,
+        and remember it: one counter per subscriber transport, across all its streams."""
+        seq = self._next_seq
+        self._next_seq = (seq + 1) & 0xFFFF
+        self.on_sent(seq, send_us, size)
+        return seq
 
     def on_sent(self, seq: int, send_us: int, size: int) -> None:
         """Note one packet sent with transport-wide sequence number `seq` (16 bits)."""
