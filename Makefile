@@ -18,7 +18,7 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
-.PHONY: install system-deps run test lint fuzz bench bench-deps clean
+.PHONY: install system-deps run test lint fuzz bench bench-callgrind bench-deps clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -69,11 +69,13 @@ lint: install
 	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/mypy
 
-# The Janus baseline needs the Debian package; gcc builds its loopback shim at run time.
+# The Janus baseline needs the Debian package; gcc builds its loopback shim and the
+# callgrind client requests (valgrind's headers) at run time.
 bench-deps: install
 	@missing=""; \
 	command -v janus >/dev/null 2>&1 || missing="$$missing janus"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -83,7 +85,12 @@ bench-deps: install
 
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
+
+# Instructions per forwarded packet (valgrind), the figure that does not drift.
+bench-callgrind: bench-deps
+	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts .pytest_cache .mypy_cache

@@ -1,8 +1,13 @@
-"""`python -m bench`: load our server and two baselines with the same generator, in one run.
+"""`python -m bench`: load our server and the baselines with the same generator, in one
+run, interleaved so that the machine's drift hits every server alike.
 
-`make bench` runs the default (short) set and rewrites the generated block of
-BENCHMARKS.md; `--full` measures longer. Loopback only: run it inside a network
-namespace that has nothing but `lo` (the Makefile does).
+For each scenario the runs go A B B A ... (A = aiosfu, B = the baseline, Janus with
+`event_loops = 1`), pair after pair, with the `sendto` floor measured just before each
+pair; the reference servers (Janus with its default configuration, aiortc MediaRelay) run
+once, in the middle of the sequence. `make bench` runs the short set (2 pairs, 4 s
+windows) and rewrites the generated block of BENCHMARKS.md; `--full` runs every scenario
+with 4 pairs and 10 s windows. Loopback only: run it inside a network namespace that has
+nothing but `lo` (the Makefile does).
 """
 
 from __future__ import annotations
@@ -11,20 +16,22 @@ import argparse
 import asyncio
 import os
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.floor import sendto_floor
 from bench.media import Clip, prepare_clip
 from bench.run import SERVERS, Result, Scenario, mesh, one_to_many, run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-ONE_TO_MANY = (1, 5, 10, 20, 40)
-MESH = (2, 3, 4, 5, 6)
+OURS = "aiosfu"
+BASELINE = "janus"
+SHORT_SCENARIOS = "1v1,1v5,1v20,1v40,2v2,4v4"
+FULL_SCENARIOS = "1v1,1v5,1v10,1v20,1v40,2v2,3v3,4v4,5v5,6v6"
 # MediaRelay encodes once per subscriber: past this many subscriptions on one core it only
 # shows how far it has fallen over, at the price of minutes of setup; --full runs them all.
 RELAY_QUICK_LIMIT = 12
@@ -49,12 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {', '.join(SERVERS)} (default: all)",
     )
     parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        choices=[s for s in SERVERS if s != OURS],
+        help=f"the server paired with {OURS} run by run, every ratio against it "
+        f"(default {BASELINE}: Janus with event_loops = 1)",
+    )
+    parser.add_argument(
         "--scenarios",
         type=lambda s: [parse_scenario(x) for x in s.split(",") if x],
-        help="comma-separated 1vN / NvN (default: 1v1,1v5,1v10,1v20,1v40,2v2..6v6)",
+        help=f"comma-separated 1vN / NvN (default {SHORT_SCENARIOS}; --full: {FULL_SCENARIOS})",
     )
+    parser.add_argument("--pairs", type=int, help="A/B pairs per scenario (default 2, --full 4)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
-    parser.add_argument("--full", action="store_true", help="10 s windows, every baseline run")
+    parser.add_argument(
+        "--full", action="store_true", help="every scenario, 4 pairs, 10 s windows, every baseline"
+    )
+    parser.add_argument(
+        "--floor-seconds", type=float, default=2.0, help="length of each sendto floor measurement"
+    )
     parser.add_argument("--clip-seconds", type=float, default=4.0, help="length of the clip")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
@@ -91,13 +111,50 @@ def skip_reason(server: str, scenario: Scenario, full: bool) -> str | None:
     return None
 
 
+Step = tuple[str, int | None]  # (server, pair index; None for a reference run)
+
+
+def schedule(servers: list[str], baseline: str, pairs: int) -> list[Step]:
+    """One scenario's sequence: pair p runs A then B when p is even, B then A when odd
+    (A B B A A B ...), so a drift in the machine's speed weighs on both alike; each
+    reference server runs once, in the middle, where it is nearest to most pairs."""
+    paired = [s for s in (OURS, baseline) if s in servers]
+    references = [s for s in servers if s not in paired]
+    steps: list[Step] = []
+    for p in range(pairs):
+        if p == pairs // 2:
+            steps += [(s, None) for s in references]
+        order = paired if p % 2 == 0 else paired[::-1]
+        steps += [(s, p) for s in order]
+    if pairs < 1:
+        steps += [(s, None) for s in references]
+    return steps
+
+
+def measure_floor(
+    seconds: float, server_cpus: set[int] | None, generator_cpus: set[int] | None
+) -> float | None:
+    """The sendto floor, now, in its own process (bench/floor.py forks)."""
+    cmd = [sys.executable, "-m", "bench.floor", "--seconds", str(seconds)]
+    if server_cpus and generator_cpus:
+        cmd += ["--sender-cpu", str(min(server_cpus)), "--reader-cpu", str(min(generator_cpus))]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 30)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None
+
+
 async def run_all(args: argparse.Namespace) -> list[Result]:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         raise SystemExit(f"unknown server(s): {', '.join(unknown)}")
-    scenarios = args.scenarios or [one_to_many(n) for n in ONE_TO_MANY] + [mesh(n) for n in MESH]
+    scenarios = args.scenarios or [
+        parse_scenario(x) for x in (FULL_SCENARIOS if args.full else SHORT_SCENARIOS).split(",")
+    ]
     duration = args.duration or (10.0 if args.full else 4.0)
+    pairs = args.pairs if args.pairs is not None else (4 if args.full else 2)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     server_cpus, generator_cpus = pick_cpus()
@@ -108,14 +165,24 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
     log_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for scenario in scenarios:
-        for server in servers:
+        floor: float | None = None
+        floor_pair: int | None = None
+        for order, (server, pair) in enumerate(schedule(servers, args.baseline, pairs)):
+            if pair is not None and pair != floor_pair:
+                floor_pair = pair
+                floor = await asyncio.to_thread(
+                    measure_floor, args.floor_seconds, server_cpus, generator_cpus
+                )
+                print(f"{'sendto floor':>13} {scenario.name:>5}: {floor} µs", flush=True)
             reason = skip_reason(server, scenario, args.full)
             if reason:
-                results.append(Result(server, scenario, notes=[reason]))
-                continue
-            result = await run_and_print(
-                server, scenario, clip, duration, log_dir, server_cpus, args.profile
-            )
+                result = Result(server, scenario, notes=[reason])
+            else:
+                result = await run_and_print(
+                    server, scenario, clip, duration, log_dir, server_cpus, args.profile
+                )
+            result.order, result.pair = order, pair
+            result.floor_us = floor if pair is not None else None
             results.append(result)
     return results
 
@@ -160,14 +227,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.monotonic()
     info = report.machine()
-    server_cpus, generator_cpus = pick_cpus()
-    # Before any thread exists (it forks): the kernel's share of each forwarded packet.
-    info["sendto_floor_us"] = sendto_floor(
-        seconds=min(2.0, args.duration or 2.0),
-        sender_cpus=server_cpus,
-        reader_cpus=generator_cpus,
-    )
     results = asyncio.run(run_all(args))
+    info["pairs"] = max((r.pair for r in results if r.pair is not None), default=-1) + 1
+    info["baseline"] = args.baseline
+    info["duration_s"] = args.duration or (10.0 if args.full else 4.0)
     command = (
         "make bench"
         if os.environ.get("BENCH_FROM_MAKE")
@@ -187,7 +250,7 @@ def write_results(results: list[Result], info: dict[str, Any], command: str) -> 
     RESULTS.mkdir(exist_ok=True)
     report.write_json(results, info, RESULTS / "latest.json", command)
     plot_name = "cpu-loss.png"
-    has_plot = report.plot(results, RESULTS / plot_name, info.get("sendto_floor_us"))
+    has_plot = report.plot(results, RESULTS / plot_name)
     body = report.markdown(
         results, command, info, f"bench/results/{plot_name}" if has_plot else None
     )

@@ -2,13 +2,16 @@
 1200-byte UDP datagram over loopback to one of N sockets read by a process on the other
 core, at a given packet rate, with nothing else done per packet (no SRTP, no header).
 
-Any server's CPU per forwarded packet is this plus its own work. On a virtual machine
-the wake-ups behind each datagram are costly, so this number says how low "µs per
-forwarded packet" can go here at all, whatever the language.
+Any server's CPU per forwarded packet is this plus its own work. It moves with the
+machine (5 to 14 µs on the same virtual machine within minutes), so `python -m bench`
+measures it next to every pair of runs, in its own process (`python -m bench.floor`: it
+forks, which a process with threads should not), to show the machine's state beside
+each figure.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import selectors
@@ -84,3 +87,21 @@ def sendto_floor(
             sock.close()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu * 1e6 / sent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--sender-cpu", type=int, help="core of the sending loop")
+    parser.add_argument("--reader-cpu", type=int, help="core of the reading process")
+    args = parser.parse_args(argv)
+    floor = sendto_floor(
+        seconds=args.seconds,
+        sender_cpus=None if args.sender_cpu is None else {args.sender_cpu},
+        reader_cpus=None if args.reader_cpu is None else {args.reader_cpu},
+    )
+    print(f"{floor:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from aiosfu.client import Client
 from aiosfu.sfu.ice import use_host_addresses
-from bench.janus import JanusDriver, start_janus
+from bench.janus import JanusDriver, start_janus, start_janus_default
 from bench.media import Clip, PacedTrack, PreencodedAudioTrack, PreencodedVideoTrack
 from bench.probe import StreamProbe, attach_probes
 from bench.servers import (
@@ -34,11 +34,13 @@ from bench.servers import (
 
 ROOM = "bench"
 GENERATOR_BOUND_PERCENT = 85.0
+READ_BEHIND_PERCENT = 90.0
 
 SERVERS: dict[str, Callable[[Path, set[int] | None], ServerProcess]] = {
     "aiosfu": start_aiosfu,
+    "janus": start_janus,  # event_loops = 1: the baseline
+    "janus-default": start_janus_default,
     "aiortc-relay": start_relay,
-    "janus": start_janus,
 }
 
 
@@ -69,6 +71,9 @@ class Result:
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    order: int | None = None  # position in its scenario's sequence of runs (0 first)
+    pair: int | None = None  # which A/B pair it belongs to (None: a reference run)
+    floor_us: float | None = None  # the sendto floor measured just before its pair
 
 
 class Participant(Protocol):
@@ -126,7 +131,7 @@ class ProtocolDriver:
 def make_driver(server: ServerProcess) -> Driver:
     # Every peer connection of the generator gathers on loopback only.
     use_host_addresses(["127.0.0.1"])
-    if server.name == "janus":
+    if server.name.startswith("janus"):
         return JanusDriver(server)
     return ProtocolDriver(server)
 
@@ -150,15 +155,18 @@ class Subscription:
         return next((p for p in self.probes if p.kind == "video"), None)
 
 
-async def packets_sent(publishers: Sequence[Publisher]) -> int:
-    total = 0
+async def packets_sent(publishers: Sequence[Publisher]) -> dict[int, int]:
+    """RTP packets each publisher has sent so far (all its tracks), by id(publisher)."""
+    counts = {}
     for publisher in publishers:
+        total = 0
         for sender in publisher.pc.getSenders():
             report = await sender.getStats()
             total += sum(
                 getattr(s, "packetsSent", 0) for s in report.values() if s.type == "outbound-rtp"
             )
-    return total
+        counts[id(publisher)] = total
+    return counts
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -232,9 +240,9 @@ async def _idle_cpu_percent(
     for track in tracks:
         track.paused = True
     await asyncio.sleep(0.3)
-    before, started = server.cpu_seconds(), time.perf_counter()
+    clock, started = server.cpu_clock(), time.perf_counter()
     await asyncio.sleep(seconds)
-    cpu, wall = server.cpu_seconds() - before, time.perf_counter() - started
+    cpu, wall = clock.elapsed(), time.perf_counter() - started
     for track in tracks:
         track.paused = False
     await asyncio.sleep(0.5)
@@ -288,7 +296,9 @@ async def measure(
         probes = [probe for s in subscriptions for probe in s.probes]
         frames_before = {id(p): p.tracks[1].sent for p in publishers}
         sent_before = await packets_sent(publishers)
-        user_before, system_before = server.cpu_split()
+        switches_before = server.context_switches()
+        _, system_before = server.cpu_split()
+        cpu_clock = server.cpu_clock()
         own_before = process_cpu_seconds(os.getpid())
         wall_before = time.perf_counter()
         for probe in probes:
@@ -300,18 +310,28 @@ async def measure(
         for probe in probes:
             probe.stop_window()
         wall = time.perf_counter() - wall_before
-        user_after, system_after = server.cpu_split()
-        system = system_after - system_before
-        cpu = user_after - user_before + system
+        cpu = cpu_clock.elapsed()
+        _, system_after = server.cpu_split()
+        switches = server.context_switches() - switches_before
+        system = system_after - system_before  # in ticks: the kernel's share, roughly
         own = process_cpu_seconds(os.getpid()) - own_before
-        sent = await packets_sent(publishers) - sent_before
+        sent_after = await packets_sent(publishers)
+        sent = {key: sent_after[key] - sent_before[key] for key in sent_after}
         frames = {id(p): p.tracks[1].sent - frames_before[id(p)] for p in publishers}
         rss = server.rss_bytes()
         result.figures = summarize(subscriptions, probes, frames, sent, cpu, own, wall, rss)
         result.figures["cpu_system_percent"] = 100 * system / wall
         result.figures["idle_cpu_percent"] = idle_percent
+        result.figures["context_switches_per_s"] = switches / wall
+        result.figures["threads"] = server.threads()
         if result.figures["generator_cpu_percent"] >= GENERATOR_BOUND_PERCENT:
             result.notes.append("generator-bound: its own CPU was near one core")
+        read = result.figures["received_in_window_percent"]
+        if read is not None and read < READ_BEHIND_PERCENT:
+            result.notes.append(
+                f"read behind: {read:.0f}% of the window's packets read in it (late, not "
+                "lost; its latency and frames % show a backlog)"
+            )
     except Exception as exc:  # a baseline that falls over is a result, not a crash
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -326,7 +346,7 @@ def summarize(
     subscriptions: Sequence[Subscription],
     probes: Sequence[StreamProbe],
     frames_sent: dict[int, int],
-    sent: int,
+    sent_by: dict[int, int],
     cpu: float,
     own: float,
     wall: float,
@@ -334,6 +354,14 @@ def summarize(
 ) -> dict[str, Any]:
     received = sum(p.packets for p in probes)
     expected = sum(p.expected for p in probes)
+    sent = sum(sent_by.values())
+    loss = max(0, expected - received) / expected if expected else 0.0
+    # What the server forwarded in the window: every packet its publisher sent, to each
+    # subscription that flows, less what went missing. Not what the subscribers read in
+    # the window: a generator starved of CPU by other work reads late (without loss), and
+    # that must not count as the server's cost.
+    due = sum(sent_by[id(s.publisher)] for s in subscriptions if any(p.packets for p in s.probes))
+    forwarded = due * (1 - loss)
     video = [s.video for s in subscriptions if s.video is not None]
     latencies = [x for p in video for x in p.latencies]
     first_packet = [
@@ -348,11 +376,12 @@ def summarize(
     cpu_us = cpu * 1e6
     return {
         "cpu_us_per_packet_in": cpu_us / sent if sent else None,
-        "cpu_us_per_packet_out": cpu_us / received if received else None,
+        "cpu_us_per_packet_out": cpu_us / forwarded if forwarded else None,
         "cpu_percent": 100 * cpu / wall,
         "pps_in": sent / wall,
         "pps_out": received / wall,
-        "loss_percent": 100 * max(0, expected - received) / expected if expected else None,
+        "received_in_window_percent": 100 * received / due if due else None,
+        "loss_percent": 100 * loss if expected else None,
         "frames_delivered_percent": (
             100 * sum(p.frames for p in video) / frames_expected if frames_expected else None
         ),
@@ -386,7 +415,7 @@ async def run_one(
     except Exception as exc:
         return Result(server_name, scenario, error=f"did not start: {exc}")
     profile = None
-    if profile_dir is not None and server.name != "janus":
+    if profile_dir is not None and not server.name.startswith("janus"):
         profile = profile_dir / f"{server.name}-{scenario.name}.txt"
     try:
         return await measure(server, scenario, clip, duration, profile=profile)
