@@ -322,5 +322,5 @@ def test_arrival_time_is_when_the_datagram_reached_the_host_not_when_it_was_read
         sender.sendto(b"x", receiver.getsockname())
         time.sleep(0.05)  # the process is busy elsewhere
         receiver.recvfrom(16)
-        read_at = time.monotonic_ns() // 1000
+        read_at = int(time.monotonic() * 1_000_000)
         assert 40_000 <= read_at - arrival() < 1_000_000

@@ -78,7 +78,7 @@ from aiortc.sdp import SessionDescription
 from aiosfu.log import get_logger
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
 from aiosfu.sfu.twcc import RTCP_RTPFB, TransportFeedback, split_compound
-from aiosfu.sfu.uplink import Uplink, transport_sequence_of
+from aiosfu.sfu.uplink import Uplink, now_us, transport_sequence_of
 
 log = get_logger("aiosfu.sfu.fastpath")
 
@@ -343,14 +343,14 @@ SIOCGSTAMPNS = 0x8907  # Linux: when the last datagram read from a socket arrive
 
 
 def arrival_clock(sock: socket.socket | None) -> Callable[[], int]:
-    """When the datagram just read from `sock` reached the host (µs, time.monotonic_ns
-    scale): the kernel's receive timestamp, so time the process waited to be scheduled
+    """When the datagram just read from `sock` reached the host (µs on uplink.now_us's
+    clock): the kernel's receive timestamp, so time the process waited to be scheduled
     (a busy machine, a long event-loop turn) is not taken for network queueing. Falls
     back to the read time where the kernel keeps no timestamp."""
-    monotonic_ns, time_ns = time.monotonic_ns, time.time_ns
+    monotonic, wall = time.monotonic, time.time
 
     def read_time() -> int:
-        return monotonic_ns() // 1000
+        return int(monotonic() * 1_000_000)
 
     if sock is None:
         return read_time
@@ -367,12 +367,12 @@ def arrival_clock(sock: socket.socket | None) -> Callable[[], int]:
         try:
             ioctl(fd, SIOCGSTAMPNS, stamp, True)
         except OSError:
-            return monotonic_ns() // 1000
+            return int(monotonic() * 1_000_000)
         seconds: int
         nanoseconds: int
         seconds, nanoseconds = unpack_from(stamp)
         # the stamp is wall-clock time: moved onto the monotonic clock at this instant
-        return (seconds * 1_000_000_000 + nanoseconds + monotonic_ns() - time_ns()) // 1000
+        return int((seconds + nanoseconds / 1e9 + monotonic() - wall()) * 1_000_000)
 
     return kernel_time
 
@@ -483,9 +483,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         the time aiortc's task gets to one is later by however long it queued."""
         ingress = getattr(self.transport, "_aiosfu_fast_ingress", None)
         noted = ingress is not None and ingress.installed
-        accepted = self._accept(
-            packet, time.monotonic_ns() // 1000, len(packet.payload), record_arrival=not noted
-        )
+        accepted = self._accept(packet, now_us(), len(packet.payload), record_arrival=not noted)
         while self._rtcp_out:
             await self._rtcp_out.pop(0)
         if accepted is not None:
@@ -493,7 +491,7 @@ class ForwardingReceiver(RTCRtpReceiver):
 
     def ingest(self, data: bytes, arrival_us: int) -> None:
         """The fast path's entry (FastIngress): a clear RTP datagram read from the socket
-        at `arrival_us` (time.monotonic_ns() // 1000), handled at once."""
+        at `arrival_us` (on uplink.now_us's clock), handled at once."""
         packet = parse_rtp(data, self.transport._rtp_header_extensions_map)
         if packet is None:
             return

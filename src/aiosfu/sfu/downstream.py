@@ -39,7 +39,7 @@ RETRANSMISSION_BURST_S = 0.5
 
 
 def now_us() -> int:
-    return time.monotonic_ns() // 1000
+    return int(time.monotonic() * 1_000_000)
 
 
 class Downstream:
@@ -66,7 +66,7 @@ class Downstream:
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
         self.packets_sent += 1
-        self.history.on_sent(sequence, time.monotonic_ns() // 1000, payload_size + PACKET_OVERHEAD)
+        self.history.on_sent(sequence, now_us(), payload_size + PACKET_OVERHEAD)
         return sequence
 
     def allow_retransmission(self, payload_size: int) -> bool:

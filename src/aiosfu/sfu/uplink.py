@@ -31,8 +31,8 @@ RELEASES = 3  # times the lifted ceiling is repeated, in case one is lost
 
 
 def now_us() -> int:
-    """The clock arrival times are taken on (monotonic, µs)."""
-    return time.monotonic_ns() // 1000
+    """The clock arrival and send times are taken on (time.monotonic, in µs)."""
+    return int(time.monotonic() * 1_000_000)
 
 
 def transport_sequence_of(data: bytes, extension_id: int) -> int | None:
