@@ -18,7 +18,7 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1
 
-.PHONY: install system-deps run test lint fuzz bench bench-callgrind bench-deps clean
+.PHONY: install system-deps run test lint fuzz bench bench-callgrind bench-deps bench-storm clean
 
 $(BIN)/aiosfu: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,7 @@ system-deps:
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	for pkg in $(INTEROP_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || \
 			missing="$$missing $$pkg"; \
@@ -86,11 +87,16 @@ bench-deps: install
 bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
 
 # Instructions per forwarded packet (valgrind), the figure that does not drift.
 bench-callgrind: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
+
+# Large rooms only: join storms and a subscribe storm (bench/storm.py, about 3 minutes).
+bench-storm: bench-deps
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts .pytest_cache .mypy_cache

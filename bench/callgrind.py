@@ -19,8 +19,9 @@ a no-op path and subtracted.
 Why it repeats exactly: the process's clock is virtual (time.time and time.monotonic
 advance by the stream's packet spacing, one step per packet, so REMB windows, jitter and
 every time-driven branch go the same way whatever the machine is doing), hashing is
-seeded (PYTHONHASHSEED=0), `random` is seeded, and SRTP keys and SSRCs are fixed. The
-command runs everything twice and says whether the two counts are identical.
+seeded (PYTHONHASHSEED=0), `random` and os.urandom are seeded, the environment is the same
+few variables, and the SRTP keys, SSRCs and DTLS certificate are fixed. The command runs
+everything twice and says whether the two counts are identical.
 
 Not counted: the event loop's wake-up and the recvfrom that reads the first datagram, and
 the `sendto` calls themselves (the kernel's share: bench/floor.py measures it, and the

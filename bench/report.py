@@ -47,8 +47,10 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("cpu_system_percent", "of which kernel", "{:.1f}"),
     ("idle_cpu_percent", "% core, no media", "{:.1f}"),
     ("pps_in", "pkt/s in", "{:.0f}"),
-    ("pps_out", "pkt/s out", "{:.0f}"),
+    ("server_pps_out", "server pkt/s out", "{:.0f}"),
+    ("pps_out", "pkt/s read", "{:.0f}"),
     ("received_in_window_percent", "read in window %", "{:.0f}"),
+    ("udp_drops_per_s", "UDP drops/s", "{:.0f}"),
     ("loss_percent", "loss %", "{:.2f}"),
     ("frames_delivered_percent", "frames %", "{:.1f}"),
     ("latency_p50_ms", "latency p50 ms", "{:.2f}"),
@@ -60,9 +62,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("context_switches_per_s", "ctx switches/s", "{:.0f}"),
     ("generator_cpu_percent", "generator % core", "{:.0f}"),
 ]
+# (per packet in is per packet out times the fan-out, so its ratio is the same)
 RATIO_KEYS = [
     "cpu_us_per_packet_out",
-    "cpu_us_per_packet_in",
     "cpu_percent",
     "loss_percent",
     "frames_delivered_percent",

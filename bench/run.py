@@ -169,6 +169,14 @@ async def packets_sent(publishers: Sequence[Publisher]) -> dict[int, int]:
     return counts
 
 
+def udp_counters() -> dict[str, int]:
+    """This network namespace's UDP counters (/proc/net/snmp). The benchmark runs in a
+    namespace of its own, so they count the generator's and the server's datagrams only."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    names, values = (line[1:] for line in lines if line and line[0] == "Udp:")
+    return dict(zip(names, map(int, values), strict=True))
+
+
 def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -296,6 +304,7 @@ async def measure(
         probes = [probe for s in subscriptions for probe in s.probes]
         frames_before = {id(p): p.tracks[1].sent for p in publishers}
         sent_before = await packets_sent(publishers)
+        udp_before = udp_counters()
         switches_before = server.context_switches()
         _, system_before = server.cpu_split()
         cpu_clock = server.cpu_clock()
@@ -315,11 +324,19 @@ async def measure(
         switches = server.context_switches() - switches_before
         system = system_after - system_before  # in ticks: the kernel's share, roughly
         own = process_cpu_seconds(os.getpid()) - own_before
+        udp_after = udp_counters()
         sent_after = await packets_sent(publishers)
         sent = {key: sent_after[key] - sent_before[key] for key in sent_after}
+        # The server's datagrams out: every UDP datagram sent in the namespace less the
+        # publishers' RTP (the generator's RTCP and STUN, about 1% at most, stay in).
+        udp = {key: udp_after[key] - udp_before[key] for key in udp_after}
+        server_out = max(0, udp["OutDatagrams"] - sum(sent.values()))
         frames = {id(p): p.tracks[1].sent - frames_before[id(p)] for p in publishers}
         rss = server.rss_bytes()
-        result.figures = summarize(subscriptions, probes, frames, sent, cpu, own, wall, rss)
+        result.figures = summarize(
+            subscriptions, probes, frames, sent, server_out, cpu, own, wall, rss
+        )
+        result.figures["udp_drops_per_s"] = udp["RcvbufErrors"] / wall
         result.figures["cpu_system_percent"] = 100 * system / wall
         result.figures["idle_cpu_percent"] = idle_percent
         result.figures["context_switches_per_s"] = switches / wall
@@ -347,6 +364,7 @@ def summarize(
     probes: Sequence[StreamProbe],
     frames_sent: dict[int, int],
     sent_by: dict[int, int],
+    server_out: int,
     cpu: float,
     own: float,
     wall: float,
@@ -356,12 +374,12 @@ def summarize(
     expected = sum(p.expected for p in probes)
     sent = sum(sent_by.values())
     loss = max(0, expected - received) / expected if expected else 0.0
-    # What the server forwarded in the window: every packet its publisher sent, to each
-    # subscription that flows, less what went missing. Not what the subscribers read in
-    # the window: a generator starved of CPU by other work reads late (without loss), and
-    # that must not count as the server's cost.
-    due = sum(sent_by[id(s.publisher)] for s in subscriptions if any(p.packets for p in s.probes))
-    forwarded = due * (1 - loss)
+    # Per forwarded packet is over the datagrams the server sent in the window, not over
+    # what the subscribers read in it: a generator starved of CPU by other work reads
+    # late (without loss), a starved server forwards late; either way the window's CPU
+    # goes with the window's datagrams.
+    fanout = len(subscriptions) / len(sent_by) if sent_by else 0
+    inbound_forwarded = server_out / fanout if fanout else 0
     video = [s.video for s in subscriptions if s.video is not None]
     latencies = [x for p in video for x in p.latencies]
     first_packet = [
@@ -375,12 +393,13 @@ def summarize(
     frames_expected = sum(frames_sent[id(s.publisher)] for s in subscriptions)
     cpu_us = cpu * 1e6
     return {
-        "cpu_us_per_packet_in": cpu_us / sent if sent else None,
-        "cpu_us_per_packet_out": cpu_us / forwarded if forwarded else None,
+        "cpu_us_per_packet_in": cpu_us / inbound_forwarded if inbound_forwarded else None,
+        "cpu_us_per_packet_out": cpu_us / server_out if server_out else None,
         "cpu_percent": 100 * cpu / wall,
         "pps_in": sent / wall,
+        "server_pps_out": server_out / wall,
         "pps_out": received / wall,
-        "received_in_window_percent": 100 * received / due if due else None,
+        "received_in_window_percent": 100 * received / server_out if server_out else None,
         "loss_percent": 100 * loss if expected else None,
         "frames_delivered_percent": (
             100 * sum(p.frames for p in video) / frames_expected if frames_expected else None

@@ -29,6 +29,8 @@ import json
 import multiprocessing
 import os
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -225,6 +227,291 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+# --- subscribe storm ---------------------------------------------------------------------
+
+
+@dataclass
+class SubscribeStorm:
+    subscribers: int
+    over: float
+    workers: int
+    video: str = ""
+    watching_before: int = 0
+    connected: int = 0
+    answer_p50_ms: float | None = None  # subscribe request → SDP answer
+    answer_p99_ms: float | None = None
+    first_packet_p50_ms: float | None = None  # → first RTP packet (ICE + DTLS done)
+    first_packet_p99_ms: float | None = None
+    first_keyframe_p50_ms: float | None = None
+    first_keyframe_p99_ms: float | None = None
+    first_keyframe_max_ms: float | None = None
+    server_cpu_storm_s: float = 0.0
+    server_cpu_per_packet_us: float = 0.0  # steady forwarding, right after the storm
+    server_cpu_per_subscriber_ms: float = 0.0
+    keyframe_requests: int = 0  # what reached the publisher during the storm
+    signaling_rtt_p99_ms: float | None = None  # a keepalive every 100 ms during the storm
+    signaling_rtt_max_ms: float | None = None
+    watchers_longest_gap_ms: float | None = None  # between video frames, during the storm
+    watchers_loss_pct: float | None = None
+    generator_total_cpu_share: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class _VideoProbe:
+    """First packet and keyframe, frame gaps and loss, before any jitter buffer."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.first_keyframe_at: float | None = None
+        self.answered_at: float | None = None
+        self.packets: list[float] = []  # arrival times (time.time), for the windows
+        self.frame_times: list[float] = []
+        self.seqs: list[int] = []
+
+    async def handle(self, packet: Any, arrival_time_ms: int = 0) -> None:
+        from aiosfu.sfu.codecs import vp8_is_keyframe
+
+        now = time.time()
+        self.packets.append(now)
+        self.seqs.append(packet.sequence_number)
+        if self.first_keyframe_at is None and vp8_is_keyframe(packet.payload):
+            self.first_keyframe_at = now
+        if packet.marker:
+            self.frame_times.append(now)
+
+
+def _seq_loss(seqs: list[int]) -> tuple[int, int]:
+    """(expected, received) from a list of 16-bit sequence numbers in arrival order."""
+    if not seqs:
+        return 0, 0
+    highest = first = seqs[0]
+    for seq in seqs[1:]:
+        delta = (seq - (highest & 0xFFFF)) & 0xFFFF
+        if delta < 0x8000:
+            highest += delta
+    return highest - first + 1, len(set(seqs))
+
+
+async def _subscribers(
+    url: str, mid: str, plan: list[tuple[str, float]], t0: float, storm_end: float, end: float
+) -> dict[str, Any]:
+    from aiosfu.client import Client
+
+    results: list[dict[str, Any]] = []
+    clients: list[Any] = []
+
+    async def one(uid: str, offset: float) -> None:
+        wait = t0 + offset - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        client = await Client.connect(url, uid, ice_ips=["127.0.0.1"], keepalive_interval=5)
+        clients.append(client)
+        await client.join(ROOM)
+        started = time.time()
+        subscription = await client.subscribe(ROOM, mid, kinds=("video",))
+        probe = _VideoProbe(started)
+        probe.answered_at = time.time()
+        for transceiver in subscription.pc.getTransceivers():
+            transceiver.receiver._handle_rtp_packet = probe.handle  # bench-only aiortc touch
+        await asyncio.sleep(max(0.0, end - time.time()))
+        in_storm = [p for p in probe.packets if p < storm_end]
+        gaps = [
+            b - a
+            for a, b in zip(probe.frame_times, probe.frame_times[1:], strict=False)
+            if t0 <= b <= storm_end
+        ]
+        storm_seqs = [s for s, at in zip(probe.seqs, probe.packets, strict=True) if at < storm_end]
+        expected, received = _seq_loss(storm_seqs)
+        results.append(
+            {
+                "offset": offset,
+                "first_keyframe": None
+                if probe.first_keyframe_at is None
+                else probe.first_keyframe_at - started,
+                "answer": probe.answered_at - started if probe.answered_at else None,
+                "first_packet": probe.packets[0] - started if probe.packets else None,
+                "packets_storm": len(in_storm),
+                "packets_after": len(probe.packets) - len(in_storm),
+                "longest_gap": max(gaps) if gaps else None,
+                "expected": expected,
+                "received": received,
+            }
+        )
+
+    tasks = [asyncio.ensure_future(one(uid, offset)) for uid, offset in plan]
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [repr(x) for x in done if isinstance(x, BaseException)]
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
+    return {"subscribers": results, "errors": errors}
+
+
+def _subscribe_worker(
+    url: str,
+    mid: str,
+    plan: list[tuple[str, float]],
+    times: tuple[float, float, float],
+    cpus: set[int] | None,
+    out: Connection,
+) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    _raise_fd_limit()
+    started = resource.getrusage(resource.RUSAGE_SELF)
+    result = asyncio.run(_subscribers(url, mid, plan, *times))
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = (used.ru_utime - started.ru_utime) + (used.ru_stime - started.ru_stime)
+    out.send(result)
+    out.close()
+
+
+async def _publish(url: str, clip: Any) -> tuple[Any, Any, list[int]]:
+    from aiosfu.client import Client
+    from bench.media import PreencodedAudioTrack, PreencodedVideoTrack
+
+    requests: list[int] = []
+    client = await Client.connect(url, "teacher", ice_ips=["127.0.0.1"], keepalive_interval=5)
+    await client.join(ROOM)
+    audio, video = PreencodedAudioTrack(clip), PreencodedVideoTrack(clip)
+    publication = await client.publish(ROOM, [audio, video])
+    for sender in publication.pc.getSenders():
+        if sender.track is video:
+            # A PLI/FIR makes aiortc call this; the clip jumps to its next keyframe.
+            def keyframe(video: Any = video) -> None:
+                requests.append(1)
+                video.request_keyframe()
+
+            sender._send_keyframe = keyframe  # bench-only aiortc touch
+    connected = asyncio.Event()
+
+    def on_state() -> None:
+        if publication.pc.connectionState == "connected":
+            connected.set()
+
+    publication.pc.on("connectionstatechange", on_state)
+    on_state()
+    async with asyncio.timeout(15):
+        await connected.wait()
+    return client, publication, requests
+
+
+def run_subscribe_storm(
+    subscribers: int,
+    over: float,
+    workers: int,
+    watching: int,
+    log_dir: Path,
+    profile: Path | None = None,
+) -> SubscribeStorm:
+    """The publisher runs in a thread of this process's event loop; subscribers in workers."""
+    from bench.media import prepare_clip
+
+    server_cpus, generator_cpus = _cpus()
+    if generator_cpus:
+        os.sched_setaffinity(0, generator_cpus)
+    clip = prepare_clip(seconds=4, width=320, height=180, bitrate=250_000)
+    storm = SubscribeStorm(subscribers, over, workers, video="VP8 320x180 250 kbps 30 fps")
+    storm.watching_before = watching
+    server = start_server(log_dir, server_cpus, 100)
+    spy: subprocess.Popen[bytes] | None = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid),
+             "--format", "raw", "--output", str(profile), "--rate", "200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    async def drive() -> None:
+        client, publication, requests = await _publish(server.ws_url, clip)
+        context = multiprocessing.get_context("spawn")
+        t_watch = time.time() + 4.0  # workers take a few seconds to start (spawn)
+        t0 = t_watch + 3.0  # the watchers are flowing before the storm
+        storm_end = t0 + over + 3.0  # the last arrival has had time to start
+        steady = 5.0
+        end = storm_end + steady
+        plans: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
+        for i in range(watching):
+            plans[i % workers].append((f"w{i:03d}", t_watch - t0 + 0.1 * i))
+        for i in range(subscribers):
+            plans[i % workers].append((f"s{i:04d}", over * i / subscribers))
+        pipes, processes = [], []
+        for plan in plans:
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_subscribe_worker,
+                args=(server.ws_url, publication.mid, plan, (t0, storm_end, end), generator_cpus,
+                      send),
+            )  # fmt: skip
+            process.start()
+            pipes.append(receive)
+            processes.append(process)
+        await asyncio.sleep(max(0.0, t0 - time.time()))
+        cpu0, requests0 = server.cpu_seconds(), len(requests)
+        rtts: list[float] = []
+        while time.time() < storm_end:
+            sent = time.perf_counter()
+            await client.request("keepalive", {"rid": ROOM})
+            rtts.append(time.perf_counter() - sent)
+            await asyncio.sleep(0.1)
+        cpu1, requests1 = server.cpu_seconds(), len(requests)
+        storm.signaling_rtt_p99_ms = _ms(_percentile(rtts, 0.99))
+        storm.signaling_rtt_max_ms = _ms(max(rtts) if rtts else None)
+        await asyncio.sleep(max(0.0, end - 0.2 - time.time()))
+        cpu2 = server.cpu_seconds()
+        loop = asyncio.get_running_loop()
+        results = [await loop.run_in_executor(None, pipe.recv) for pipe in pipes]
+        for process in processes:
+            process.join(timeout=30)
+        await client.close()
+        subs = [r for result in results for r in result["subscribers"]]
+        errors = [e for result in results for e in result["errors"]]
+        newcomers = [r for r in subs if r["offset"] >= 0]
+        watchers = [r for r in subs if r["offset"] < 0]
+        keyframes = [r["first_keyframe"] for r in newcomers if r["first_keyframe"] is not None]
+        storm.connected = len(keyframes)
+        answers = [r["answer"] for r in newcomers if r["answer"] is not None]
+        firsts = [r["first_packet"] for r in newcomers if r["first_packet"] is not None]
+        storm.answer_p50_ms = _ms(_percentile(answers, 0.5))
+        storm.answer_p99_ms = _ms(_percentile(answers, 0.99))
+        storm.first_packet_p50_ms = _ms(_percentile(firsts, 0.5))
+        storm.first_packet_p99_ms = _ms(_percentile(firsts, 0.99))
+        storm.first_keyframe_p50_ms = _ms(_percentile(keyframes, 0.5))
+        storm.first_keyframe_p99_ms = _ms(_percentile(keyframes, 0.99))
+        storm.first_keyframe_max_ms = _ms(max(keyframes) if keyframes else None)
+        storm.keyframe_requests = requests1 - requests0
+        packets_storm = sum(r["packets_storm"] for r in subs)
+        packets_after = sum(r["packets_after"] for r in subs)
+        storm.server_cpu_storm_s = cpu1 - cpu0
+        per_packet = (cpu2 - cpu1) / packets_after if packets_after else 0.0
+        storm.server_cpu_per_packet_us = per_packet * 1e6
+        setup = storm.server_cpu_storm_s - per_packet * packets_storm
+        storm.server_cpu_per_subscriber_ms = setup / subscribers * 1000
+        gaps = [r["longest_gap"] for r in watchers if r["longest_gap"] is not None]
+        storm.watchers_longest_gap_ms = _ms(max(gaps) if gaps else None)
+        expected = sum(r["expected"] for r in watchers)
+        received = sum(r["received"] for r in watchers)
+        if expected:
+            storm.watchers_loss_pct = round(100 * (expected - received) / expected, 2)
+        window = end - t_watch
+        storm.generator_total_cpu_share = sum(r["cpu_s"] for r in results) / window
+        if storm.generator_total_cpu_share > GENERATOR_BOUND:
+            storm.notes.append("generator-bound")
+        if errors:
+            storm.notes.append(f"{len(errors)} subscribers failed: {errors[0][:120]}")
+        if storm.connected < subscribers:
+            storm.notes.append(f"{subscribers - storm.connected} never got a keyframe")
+
+    try:
+        asyncio.run(drive())
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+        server.stop()
+    return storm
+
+
 # --- rendering ---------------------------------------------------------------------------
 
 
@@ -245,15 +532,79 @@ def join_table(storms: Sequence[JoinStorm]) -> str:
     return "\n".join(lines)
 
 
+def subscribe_table(storms: Sequence[SubscribeStorm]) -> str:
+    lines = [
+        "| subscribers | over s | video | got a keyframe | 1st keyframe p50 ms | p99 ms "
+        "| max ms | server CPU per new subscriber ms | forwarding µs/pkt | keyframe requests "
+        "| watchers' longest frame gap ms | watchers' loss % | generator % core | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in storms:
+        lines.append(
+            f"| {s.subscribers} | {s.over:g} | {s.video} | {s.connected} "
+            f"| {s.first_keyframe_p50_ms} | {s.first_keyframe_p99_ms} | {s.first_keyframe_max_ms} "
+            f"| {s.server_cpu_per_subscriber_ms:.1f} | {s.server_cpu_per_packet_us:.1f} "
+            f"| {s.keyframe_requests} | {s.watchers_longest_gap_ms} | {s.watchers_loss_pct} "
+            f"| {s.generator_total_cpu_share * 100:.0f} | {', '.join(s.notes)} |"
+        )
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- storm:begin -->", "<!-- storm:end -->"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def write_benchmarks(
+    joins: Sequence[JoinStorm], subscribes: Sequence[SubscribeStorm], command: str
+) -> None:
+    """Replace the generated storm block of BENCHMARKS.md (appended the first time)."""
+    body = "\n".join(
+        [
+            BEGIN,
+            f"Command: `{command}` (inside a loopback-only namespace; `make bench` runs it)  ",
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{os.cpu_count()} cores; server on one core, generator processes on the other",
+            "",
+            "Join storms:",
+            "",
+            join_table(joins),
+            "",
+            "Subscribe storm:",
+            "",
+            subscribe_table(subscribes),
+            END,
+        ]
+    )
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + body + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Large rooms (`bench/storm.py`)\n\n" + body + "\n"
+    BENCHMARKS.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__)
     parser.add_argument(
         "--joins",
         default="1000:10,1000:10:0,5000:30",
         help="join storms as MEMBERS:SECONDS[:ANNOUNCE_UP_TO] (default threshold 100)",
     )
+    parser.add_argument(
+        "--subscribes",
+        default="300:30",
+        help="subscribe storms as SUBSCRIBERS:SECONDS ('' for none)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="generator processes")
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE", help="py-spy the server over a subscribe storm"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--write", action="store_true", help="update the storm section of BENCHMARKS.md"
+    )
     args = parser.parse_args(argv)
     _raise_fd_limit()
     storms: list[JoinStorm] = []
@@ -265,9 +616,25 @@ def main(argv: list[str] | None = None) -> None:
             storm = run_join_storm(members, over, announce, args.workers, Path(tmp))
             print(json.dumps(asdict(storm)), flush=True)
             storms.append(storm)
+        subscribes: list[SubscribeStorm] = []
+        for spec in filter(None, args.subscribes.split(",")):
+            count, over = spec.split(":")
+            sub = run_subscribe_storm(
+                int(count), float(over), args.workers, 5, Path(tmp), args.profile
+            )
+            print(json.dumps(asdict(sub)), flush=True)
+            subscribes.append(sub)
     print(join_table(storms))
+    print()
+    print(subscribe_table(subscribes))
+    if args.write:
+        write_benchmarks(storms, subscribes, " ".join(["python -m bench.storm", *(argv or [])]))
     if args.json:
-        args.json.write_text(json.dumps([asdict(s) for s in storms], indent=2) + "\n")
+        payload = {
+            "joins": [asdict(s) for s in storms],
+            "subscribes": [asdict(s) for s in subscribes],
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import inspect
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiortc
 import pytest
@@ -61,13 +62,19 @@ def test_aiortc_is_the_version_the_hooks_were_written_for() -> None:
     assert aiortc.__version__ == PINNED
 
 
+def _source_of(cls: type) -> str:
+    """The module's text, not inspect.getsource: that parses it with ast, which CPython
+    3.11.7 can fail with a spurious "AST constructor recursion depth mismatch"."""
+    return Path(inspect.getfile(cls)).read_text()
+
+
 async def test_transceiver_keeps_negotiated_codecs_in_codecs() -> None:
     """receive_constrained_baseline_first reorders `_codecs`, which createAnswer lists."""
     pc = aiortc.RTCPeerConnection()
     try:
         transceiver = pc.addTransceiver("video")
         assert isinstance(transceiver._codecs, list)
-        assert "transceiver._codecs" in inspect.getsource(aiortc.RTCPeerConnection)
+        assert "transceiver._codecs" in _source_of(aiortc.RTCPeerConnection)
     finally:
         await pc.close()
 
@@ -324,3 +331,30 @@ def test_arrival_time_is_when_the_datagram_reached_the_host_not_when_it_was_read
         receiver.recvfrom(16)
         read_at = int(time.monotonic() * 1_000_000)
         assert 40_000 <= read_at - arrival() < 1_000_000
+
+
+async def test_peer_connections_share_a_certificate_and_build_no_idle_estimator() -> None:
+    """cheap_peer_connections: what aiortc would build per connection, built once."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    from aiosfu.sfu.aiortc_hooks import cheap_peer_connections
+
+    cheap_peer_connections()
+    first, second = aiortc.RTCPeerConnection(), aiortc.RTCPeerConnection()
+    try:
+        for pc in (first, second):
+            pc.addTransceiver("video", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+        first_fp, second_fp = (
+            {x for x in pc.localDescription.sdp.splitlines() if x.startswith("a=fingerprint:")}
+            for pc in (first, second)
+        )
+        assert first_fp and first_fp == second_fp
+        receiver = first.getTransceivers()[0].receiver
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+        assert estimator is not None and estimator._estimator is None, "built before use"
+        estimator.add(arrival_time_ms=1, abs_send_time=1, payload_size=1000, ssrc=1)
+        assert isinstance(estimator._estimator, RemoteBitrateEstimator)
+    finally:
+        await first.close()
+        await second.close()

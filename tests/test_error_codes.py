@@ -17,6 +17,7 @@ import pytest
 import aiosfu
 from aiosfu.contract import CodedError, ErrorCode
 from aiosfu.signal import protocol
+from tests import pyast
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "aiosfu"
@@ -73,7 +74,7 @@ def test_codes_are_sent_only_as_enum_members() -> None:
     senders = coded_error_classes() | {"response_error"}
     bare = []
     for path in SERVER_FILES:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(pyast.parse(path.read_text())):
             if isinstance(node, ast.Call) and called_name(node) in senders:
                 code = code_argument(node, called_name(node))
                 if isinstance(code, ast.Constant):
@@ -87,7 +88,7 @@ def test_every_code_the_server_sends_is_documented() -> None:
     sent: set[str] = set()
     for path in SERVER_FILES:
         if path.name != "contract.py":
-            sent |= named_members(ast.parse(path.read_text()))
+            sent |= named_members(pyast.parse(path.read_text()))
     unknown = sent - set(ErrorCode.__members__)
     assert not unknown, f"not ErrorCode members: {sorted(unknown)}"
     values = {ErrorCode[name].value for name in sent}
@@ -100,7 +101,7 @@ def test_every_member_is_sent_and_documented() -> None:
     sent: set[str] = set()
     for path in SERVER_FILES:
         if path.name != "contract.py":
-            sent |= named_members(ast.parse(path.read_text()))
+            sent |= named_members(pyast.parse(path.read_text()))
     unsent = set(ErrorCode.__members__) - sent
     assert not unsent, f"codes no module sends: {sorted(unsent)}"
     stray = documented_codes() - {code.value for code in ErrorCode}

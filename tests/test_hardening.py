@@ -268,7 +268,8 @@ async def test_limits_refuse_only_the_peer_past_them(limited: ServerProcess) -> 
         return_exceptions=True,
     )
     codes = [r.code for r in replies if isinstance(r, SignalingError)]
-    assert codes.count("rate-limited") >= 30 and codes.count("not-in-room") >= 30, codes
+    # About the burst passes (the refused join above took one token, refills add a few).
+    assert codes.count("rate-limited") >= 40 and 25 <= codes.count("not-in-room") <= 40, codes
     assert (await student.request("keepalive", {"rid": "class"})) == {}
     await asyncio.sleep(1.0)  # the bucket refills
     await refused(late.request("keepalive", {"rid": "x"}), "not-in-room", "x")

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from aiosfu.client import Client
+from aiosfu.signal.auth import mint_token
+from aiosfu.signal.grants import Grants, for_role
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
-from tests.media import PatternTrack, ToneTrack
+from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
 
 RID = "lecture"
 
@@ -170,3 +172,72 @@ async def test_room_count_is_sent_at_most_once_a_second(
     counts = heard(watchers[0], "room-count")
     assert len(counts) <= int(elapsed) + 2, (len(counts), elapsed, joined_in)
     assert [c["members"] for c in counts] == sorted(c["members"] for c in counts)
+
+
+@pytest.mark.media
+async def test_a_burst_of_new_subscribers_shares_keyframe_requests(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    """Each new video subscriber needs a keyframe, but a class arriving at once must not
+    make the teacher's encoder send one per student: at most one request per interval."""
+    teacher = await connect(lecture_server, clients, "teacher")
+    await teacher.join(RID)
+    publication = await teacher.publish(RID, [PatternTrack(160, 120)])
+    students = [await connect(lecture_server, clients, f"s{i}") for i in range(12)]
+    for student in students:
+        await student.join(RID)
+    await asyncio.sleep(1.0)  # past the interval of any request made for no subscriber
+
+    def requests_sent(stats: dict[str, Any]) -> int:
+        producers = stats["sfu"]["publications"][publication.mid]["producers"]
+        return sum(p["keyframeRequestsSent"] for p in producers if p["kind"] == "video")
+
+    before = requests_sent(await lecture_server.stats())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    subscriptions = await asyncio.gather(
+        *(s.subscribe(RID, publication.mid, kinds=("video",)) for s in students)
+    )
+    counters = [FrameCounter(await wait_for_track(sub, "video")).start() for sub in subscriptions]
+    await wait_for(lambda: all(c.frames >= 3 for c in counters), timeout=20)
+    elapsed = loop.time() - started
+    sent = requests_sent(await lecture_server.stats()) - before
+    for counter in counters:
+        await counter.stop()
+    # keyframe_request_interval is 0.5 s: one now, at most one more per interval after.
+    assert 1 <= sent <= elapsed / 0.5 + 1, (sent, elapsed)
+    assert sent < len(students), "one request per subscriber: nothing was coalesced"
+
+
+async def test_with_tokens_grants_decide_who_is_audience(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A teacher (room admin) sees everyone from the start; a student without a publish
+    grant is audience past the threshold; one who may publish is announced as seed 002."""
+    key, secret = "APIschool", "school-secret-0123456789abcdef01234"
+    config = tmp_path / "aiosfu.toml"
+    config.write_text(
+        f'announce_members_up_to = 1\n[institutions.school]\nkeys = {{ {key} = "{secret}" }}\n'
+    )
+    server = start_server(tmp_path, "--config", str(config))
+    try:
+
+        async def join(uid: str, grants: Grants) -> tuple[Client, dict[str, Any]]:
+            token = mint_token(secret, key, uid, grants)
+            client = await Client.connect(server.ws_url, uid, token=token, ice_ips=["127.0.0.1"])
+            clients.append(client)
+            return client, await client.join(RID)
+
+        student = for_role("student", RID)
+        speaker = student.model_copy(update={"canPublish": True})
+        first, _ = await join("first", student)
+        teacher, _ = await join("teacher", for_role("teacher", RID))
+        quiet, listed = await join("quiet", student)
+        talker, _ = await join("talker", speaker)
+        assert [u["uid"] for u in listed["users"]] == ["teacher"]
+        await settle(first, teacher, quiet, talker)
+        assert uids(teacher, "peer-join") == ["quiet", "talker"], "an admin hears of everyone"
+        assert uids(first, "peer-join") == ["teacher", "talker"], "not of the audience"
+        assert "quiet" not in uids(talker, "peer-join")
+    finally:
+        stop_server(server)

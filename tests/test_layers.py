@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import pyast
+
 SRC = Path(__file__).resolve().parent.parent / "src" / "aiosfu"
 
 # layer -> the only aiosfu modules (and their submodules) it may import
@@ -20,7 +22,7 @@ ALLOWED = {
 
 def imported(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(pyast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

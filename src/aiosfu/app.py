@@ -13,12 +13,14 @@ from aiosfu.sfu.nat import nat_mapping
 from aiosfu.signal import turn
 from aiosfu.signal.access import AccessControl
 from aiosfu.signal.auth import Authenticator
-from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
+from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes, authorize_admin
 from aiosfu.signal.limits import Limits, fit_to_file_limit
+from aiosfu.signal.metrics import Metrics, metrics_handler
 from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.session import PeerSession
 from aiosfu.signal.stage import Stage
+from aiosfu.signal.whip import add_whip_routes
 
 log = get_logger("aiosfu.app")
 
@@ -89,6 +91,9 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
     add_routes(app)
+    # After every extension has registered its methods, so all of them are counted.
+    app.router.add_get("/metrics", metrics_handler(Metrics(service), authorize_admin))
+    add_whip_routes(app, service)
 
     secure = bool(config.tls_cert or config.tls_self_signed)
 

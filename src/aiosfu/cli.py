@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> None:
             "keepalive_timeout": args.keepalive_timeout,
             "connect_timeout": args.connect_timeout,
             "log_level": args.log_level,
+            "log_format": args.log_format,
             "record_dir": args.record_dir,
             "record_all": args.record_all,
             "tls_cert": args.tls_cert,
@@ -32,7 +33,7 @@ def _serve(args: argparse.Namespace) -> None:
             "tls_self_signed": args.tls_self_signed,
         },
     )
-    configure(config.log_level)
+    configure(config.log_level, config.log_format)
     from aiosfu.app import build_app  # after logging is configured
 
     app = build_app(config)
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a publish/subscribe transport has to connect before it is removed",
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["kv", "json"], help="key=value or JSON lines")
     serve.add_argument("--record-dir", metavar="DIR", help="where recordings are written")
     serve.add_argument(
         "--record-all",

@@ -79,6 +79,7 @@ class Config(BaseModel):
     tls_key: str = ""
     tls_self_signed: bool = False
     log_level: str = "info"
+    log_format: Literal["kv", "json"] = "kv"
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Config:

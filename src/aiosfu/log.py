@@ -1,14 +1,20 @@
-"""Structured logging: one event per line, `key=value` pairs, bound to a component.
+"""Structured logging: one event per line, bound to a component.
 
 Operators grep and ship these lines (e.g. to ELK), so every log call names an event and
-passes its context as fields rather than formatting prose.
+passes its context as fields rather than formatting prose. Two formats: `key=value`
+pairs for people and grep, and one JSON object per line for log shippers
+(docs/operations.md).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+LogFormat = Literal["kv", "json"]
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -53,6 +59,32 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+def _utc(created: float) -> str:
+    """RFC 3339 with a `Z`, the form every shipper's time parser takes as it is."""
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "component", "event", "fields"}`, one object per line.
+
+    json.dumps escapes newlines and control characters itself, so a peer's value cannot
+    forge a line here either; `ensure_ascii` keeps lookalike letters visible as escapes,
+    as the key=value format does. Values JSON has no type for go out as their str()."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname.lower(),
+            "component": record.name,
+            "event": record.getMessage(),
+            "fields": getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=True, default=str, separators=(",", ":"))
+
+
 class Logger:
     """A logger bound to a component and fixed context fields (room, peer, ...)."""
 
@@ -92,9 +124,9 @@ def get_logger(name: str, **context: Any) -> Logger:
     return Logger(name, **context)
 
 
-def configure(level: str = "info") -> None:
+def configure(level: str = "info", fmt: LogFormat = "kv") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

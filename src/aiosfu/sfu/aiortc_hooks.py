@@ -872,3 +872,64 @@ def accept_rsa_dtls_servers() -> None:
     ECDSA suites. Process-wide and idempotent, like sfu/ice.py's aioice settings.
     """
     RTCCertificate._create_ssl_context = _ssl_context  # type: ignore[method-assign]
+
+
+# --- the cost of a new peer connection (docs/large-rooms.md, subscribe storms) -------------
+
+
+class _LazyRemoteBitrateEstimator:
+    """aiortc's receive-side REMB estimator, built on its first packet.
+
+    aiortc gives every video receiver one, the receivers of send-only subscriber
+    transceivers included, and each builds 1,000 rate buckets (~0.7 ms here): a class of
+    300 arriving at once pays 0.2 s of event loop for estimators that never see a packet.
+    """
+
+    __slots__ = ("_estimator",)
+
+    def __init__(self) -> None:
+        self._estimator: RemoteBitrateEstimator | None = None
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        if self._estimator is None:
+            self._estimator = RemoteBitrateEstimator()
+        return self._estimator.add(
+            arrival_time_ms=arrival_time_ms,
+            abs_send_time=abs_send_time,
+            payload_size=payload_size,
+            ssrc=ssrc,
+        )
+
+
+# aiortc's certificates are valid for 30 days; a shared one is replaced well before that.
+CERTIFICATE_LIFETIME_S = 7 * 24 * 3600
+
+
+class _SharedCertificate:
+    """One DTLS certificate for every peer connection of the process, renewed weekly.
+
+    aiortc generates a key pair and a signed certificate per RTCPeerConnection (~1.2 ms
+    here). The certificate only has to match the fingerprint in the SDP it is sent
+    with, so one per process is as safe, and it is what Janus and mediasoup do.
+    """
+
+    _current: tuple[float, RTCCertificate] | None = None
+
+    @classmethod
+    def generateCertificate(cls) -> RTCCertificate:
+        now = time.monotonic()
+        if cls._current is None or now - cls._current[0] > CERTIFICATE_LIFETIME_S:
+            cls._current = (now, RTCCertificate.generateCertificate())
+        return cls._current[1]
+
+
+def cheap_peer_connections() -> None:
+    """Make a new peer connection cost what it must: no certificate of its own, no REMB
+    estimator until one receives. Process-wide and idempotent."""
+    import aiortc.rtcpeerconnection
+    import aiortc.rtcrtpreceiver
+
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyRemoteBitrateEstimator  # type: ignore[assignment]
+    aiortc.rtcpeerconnection.RTCCertificate = _SharedCertificate  # type: ignore[assignment]

@@ -31,6 +31,7 @@ from aiosfu.sfu.aiortc_hooks import (
     NeverTrack,
     accept_rsa_dtls_servers,
     answer_as_dtls_server,
+    cheap_peer_connections,
     connection_uplink,
     negotiate_transport_cc,
     receive_constrained_baseline_first,
@@ -135,6 +136,7 @@ class LocalSfu:
         self.settings = settings or SfuSettings()
         negotiate_transport_cc()
         accept_rsa_dtls_servers()
+        cheap_peer_connections()
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}

@@ -166,9 +166,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
     """Every room, member and stream of the server: an operator's view, so with tokens
     only a token granting `roomList` reads it."""
     service = request.app[SERVICE_KEY]
-    identity = authenticate(request, None)
-    if identity is not None and not identity.grants.roomList:
-        raise web.HTTPForbidden(text="/stats needs a token granting roomList")
+    authorize_admin(request)
     body: dict[str, Any] = {
         "pid": os.getpid(),
         "tasks": len(asyncio.all_tasks()),
@@ -178,9 +176,24 @@ async def stats(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    """The live page (web/dashboard.*); it reads /stats with the token it was given."""
+    authorize_admin(request)
+    return web.FileResponse(WEB_DIR / "dashboard.html")
+
+
+def authorize_admin(request: web.Request) -> None:
+    """The operator's pages (/stats, /metrics, /dashboard): with tokens, only a token
+    granting `roomList` reads them; HTTP 401 without one, 403 with one that does not."""
+    identity = authenticate(request, None)
+    if identity is not None and not identity.grants.roomList:
+        raise web.HTTPForbidden(text=f"{request.path} needs a token granting roomList")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/api/ice-servers", ice_servers)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/dashboard", dashboard)
     app.router.add_static("/static/", WEB_DIR)
