@@ -9,7 +9,13 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket, unpack_remb_fci
 
 from aiosfu.sfu.rewrite import URI_MID, URI_TRANSPORT_CC
 from aiosfu.sfu.twcc import decode
-from aiosfu.sfu.uplink import NO_CEILING_BPS, RELEASES, Uplink, transport_sequence_of
+from aiosfu.sfu.uplink import (
+    NO_CEILING_BPS,
+    RELEASES,
+    Uplink,
+    keeps_remb,
+    transport_sequence_of,
+)
 
 MAP = HeaderExtensionsMap()
 MAP.configure(
@@ -81,3 +87,23 @@ async def test_a_ceiling_is_sent_as_remb_and_lifted_explicitly() -> None:
     assert bitrates[0] == 500_000
     assert [b >= NO_CEILING_BPS * 0.99 for b in bitrates[1:]] == [True] * RELEASES
     assert unpack_remb_fci(sent[0][12:])[1] == [7]
+
+
+FIREFOX_OFFER_HEAD = "v=0\r\no=mozilla...THIS_IS_SDPARTA-99.0 1 0 IN IP4 0.0.0.0\r\ns=-\r\n"
+CHROMIUM_OFFER_HEAD = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\n"
+VIDEO_LINES = (
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n"
+    "a=rtpmap:96 VP8/90000\r\n"
+    "a=rtcp-fb:96 goog-remb\r\n"
+    "a=rtcp-fb:96 transport-cc\r\n"
+    "a=rtcp-fb:96 nack\r\n"
+)
+
+
+def test_firefox_publishers_are_answered_on_remb_and_chromium_on_transport_cc() -> None:
+    chromium = CHROMIUM_OFFER_HEAD + VIDEO_LINES
+    assert keeps_remb(chromium) == chromium
+    firefox = keeps_remb(FIREFOX_OFFER_HEAD + VIDEO_LINES)
+    assert "transport-cc" not in firefox and "transport-wide-cc" not in firefox
+    assert "a=rtcp-fb:96 goog-remb\r\n" in firefox and "a=rtcp-fb:96 nack\r\n" in firefox

@@ -45,6 +45,7 @@ from aiosfu.sfu.interface import SfuListener
 from aiosfu.sfu.nat import announce_public
 from aiosfu.sfu.opus import negotiate_opus
 from aiosfu.sfu.producer import Producer
+from aiosfu.sfu.uplink import keeps_remb
 
 log = get_logger("aiosfu.sfu")
 
@@ -189,7 +190,9 @@ class LocalSfu:
         transport = PublisherTransport(mid=mid, rid=rid, uid=uid, pc=pc)
         pc.on("datachannel", lambda channel: self.data.attach(rid, uid, mid, channel))
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=keeps_remb(offer_sdp), type="offer")
+            )
             answer_as_dtls_server(pc, offer)
             receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())

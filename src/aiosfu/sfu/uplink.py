@@ -35,6 +35,25 @@ def now_us() -> int:
     return int(time.monotonic() * 1_000_000)
 
 
+def keeps_remb(offer_sdp: str) -> str:
+    """The offer as answered for a publisher whose controller is left on REMB: Firefox's.
+
+    Firefox publishing with transport-cc feedback from us settles at 480x360 where with
+    REMB it sends 640x480 (tests/test_interop_firefox.py); until that is understood its
+    offers are answered without transport-cc (its subscriptions keep it: the downlink
+    estimate works). Chromium's offers are untouched."""
+    if "mozilla" not in offer_sdp.split("\n", 2)[1]:  # the o= line names the stack
+        return offer_sdp
+    lines = offer_sdp.split("\r\n")
+    kept = [
+        line
+        for line in lines
+        if not (line.startswith("a=rtcp-fb:") and line.endswith(" transport-cc"))
+        and not (line.startswith("a=extmap:") and "transport-wide-cc" in line)
+    ]
+    return "\r\n".join(kept)
+
+
 def transport_sequence_of(data: bytes, extension_id: int) -> int | None:
     """The transport-wide sequence number in an RTP datagram's one-byte header
     extension (RFC 8285), read without parsing the rest: SRTP encrypts only the payload,
