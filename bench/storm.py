@@ -72,7 +72,11 @@ def _raise_fd_limit() -> None:
 def start_server(log_dir: Path, cpus: set[int] | None, announce_up_to: int) -> ServerProcess:
     config = log_dir / f"storm-{announce_up_to}.toml"
     # No keepalives from the generator: a storm and its hold last well under this.
-    config.write_text(f"announce_members_up_to = {announce_up_to}\nkeepalive_timeout = 600\n")
+    # A lecture hall's worth of members and sockets, past the classroom-sized defaults.
+    config.write_text(
+        f"announce_members_up_to = {announce_up_to}\nkeepalive_timeout = 600\n"
+        "max_room_members = 20000\nmax_connections = 20000\nmax_peer_connections = 20000\n"
+    )
     port = free_port()
     cmd = [
         sys.executable, "-m", "aiosfu", "serve", "--host", "127.0.0.1", "--port", str(port),
