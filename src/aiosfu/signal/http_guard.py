@@ -156,8 +156,16 @@ async def _serve(
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
+    # Over TLS the handler sees the connection only after the handshake, which gets
+    # the same deadline (asyncio's own default is 60 s).
+    handshake = guard.limits.header_timeout if ssl_context is not None else None
     listener = await loop.create_server(
-        lambda: guard.wrap(server()), host, port, ssl=ssl_context, backlog=128
+        lambda: guard.wrap(server()),
+        host,
+        port,
+        ssl=ssl_context,
+        ssl_handshake_timeout=handshake,
+        backlog=128,
     )
     try:
         await asyncio.Future()
