@@ -98,6 +98,7 @@ bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.cluster --json bench/results/cluster.json
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
 
 # Instructions per forwarded packet (valgrind), the figure that does not drift.
 bench-callgrind: bench-deps

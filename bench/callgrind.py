@@ -111,7 +111,8 @@ Packet = tuple[bytes, float, float]  # SRTP datagram, its arrival on the wall an
 
 def make_packets(stream: Any, count: int, cell: list[float]) -> list[Packet]:
     """A VP8 stream as a publisher sends it: 30 frames/s of 4 packets, a keyframe first,
-    each packet with mid and abs-send-time, protected with the publisher's SRTP key."""
+    each packet with mid, abs-send-time and a transport-wide sequence number, protected
+    with the publisher's SRTP key."""
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
     from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
@@ -145,6 +146,7 @@ def make_packets(stream: Any, count: int, cell: list[float]) -> list[Packet]:
             payload=descriptor + bytes((n + i) & 0xFF for i in range(PAYLOAD_BYTES - 2)),
         )
         packet.extensions.mid = stream.mid
+        packet.extensions.transport_sequence_number = (3000 + n) & 0xFFFF
         sent_at = wall0 + offset - ONE_WAY_DELAY
         packet.extensions.abs_send_time = int((sent_at + 2_208_988_800) * 262144) & 0xFFFFFF
         packets.append((protect(packet.serialize(extensions)), wall0 + offset, mono0 + offset))

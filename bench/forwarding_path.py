@@ -48,6 +48,14 @@ from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import URI_ABS_SEND_TIME, URI_MID, OutputParams
 
+# Browsers publish and subscribe with transport-wide congestion control: each packet
+# carries the transport-wide sequence number in, and gets the subscriber's own out.
+URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+try:
+    from aiosfu.sfu.downstream import Downstream
+except ImportError:  # a tree from before per-subscriber estimation (a before/after pair)
+    Downstream = None  # type: ignore[assignment,misc]
+
 Address = tuple[str, int]
 
 
@@ -60,7 +68,7 @@ class Stream:
     clock_rate: int = 90000
     mid: str = "1"
     extension_ids: dict[str, int] = field(
-        default_factory=lambda: {URI_MID: 1, URI_ABS_SEND_TIME: 2}
+        default_factory=lambda: {URI_MID: 1, URI_ABS_SEND_TIME: 2, URI_TRANSPORT_CC: 5}
     )
     source: Address = ("127.0.0.2", 40000)  # the publisher's address, as ICE paired it
 
@@ -239,8 +247,13 @@ async def build_path(subscribers: int, stream: Stream, keepalive: list[Any]) -> 
         dtls = connected_transport(
             certificate, srtp_key(i + 1), sink, ("127.0.0.3", 41000 + i), strays
         )
-        sender = ForwardingSender.adopt(RTCRtpSender(NeverTrack("video"), dtls))
-        consumer = Consumer(producer, sender)
+        if Downstream is None:
+            sender = ForwardingSender.adopt(RTCRtpSender(NeverTrack("video"), dtls))
+            consumer = Consumer(producer, sender)
+        else:
+            downstream = Downstream()
+            sender = ForwardingSender.adopt(RTCRtpSender(NeverTrack("video"), dtls), downstream)
+            consumer = Consumer(producer, sender, downstream=downstream)
         sender.on_negotiated = consumer.activate
         sender.on_nack = consumer.on_nack
         sender.on_keyframe_request = consumer.on_keyframe_request

@@ -25,10 +25,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-async def launch_chromium(playwright: Playwright) -> Browser:
+async def launch_chromium(playwright: Playwright, *extra_args: str) -> Browser:
     """Headless, with a fake camera and microphone; never a downloaded browser."""
     return await playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
     )
 
 

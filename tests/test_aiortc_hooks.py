@@ -6,14 +6,25 @@ Fails loudly on an aiortc upgrade that moves, renames or re-signs any of them.
 from __future__ import annotations
 
 import inspect
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import aiortc
 import pytest
-from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
+from aiortc import (
+    RTCCertificate,
+    RTCConfiguration,
+    RTCDtlsTransport,
+    RTCIceGatherer,
+    RTCIceTransport,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
+    RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
     RTCRtpRtxParameters,
 )
@@ -28,7 +39,10 @@ from aiosfu.sfu.aiortc_hooks import (
     ForwardingReceiver,
     ForwardingSender,
     NeverTrack,
+    arrival_clock,
+    negotiate_transport_cc,
 )
+from aiosfu.sfu.rewrite import URI_TRANSPORT_CC
 
 PINNED = "1.16.0"
 
@@ -219,6 +233,110 @@ async def test_forwarding_sender_sets_the_sender_clock(dtls: RTCDtlsTransport) -
     assert sender._RTCRtpSender__rtp_timestamp == 456
     with pytest.raises(ConnectionError):  # not connected: the caller's ConnectionError path
         await sender.write_rtp(b"\x80" * 12, 0, 0)
+
+
+TRANSPORT_CC = RTCRtpHeaderExtensionParameters(id=5, uri=URI_TRANSPORT_CC)
+
+
+async def test_transport_wide_sequence_numbers_feed_the_connection_uplink(
+    dtls: RTCDtlsTransport,
+) -> None:
+    async def on_rtp(packet: RtpPacket) -> None:
+        pass
+
+    receiver = ForwardingReceiver.adopt(RTCRtpReceiver("video", dtls), on_rtp, lambda *sr: None)
+    await receiver.receive(
+        RTCRtpReceiveParameters(
+            codecs=[VP8, RTX],
+            headerExtensions=[TRANSPORT_CC],
+            encodings=[
+                RTCRtpDecodingParameters(ssrc=1111, payloadType=96, rtx=RTCRtpRtxParameters(2222))
+            ],
+        )
+    )
+    try:
+        uplink = receiver.uplink
+        assert uplink is not None and connection_uplink_of(dtls) is uplink
+        # the RTX SSRC is routable before its first packet, so the fast ingress takes it
+        assert dtls._rtp_router.ssrc_table.get(2222) is receiver
+        extensions = dtls._rtp_header_extensions_map
+        for seq in (7, 8):
+            media = RtpPacket(payload_type=96, sequence_number=seq, timestamp=5, ssrc=1111)
+            media.extensions.transport_sequence_number = 100 + seq
+            media.extensions.abs_send_time = 1000 + seq
+            media.payload = b"\x10\x00abc"
+            receiver.ingest(media.serialize(extensions), arrival_us=1_000_000 + seq * 1000)
+        assert uplink.packets == 2
+        assert uplink.feedback.pending == 2
+        # the browser runs its own controller on transport-cc: no REMB from aiortc's
+        assert receiver._rtcp_out == []
+        packets = uplink.feedback.flush()
+        assert len(packets) == 1 and packets[0][1] == 205 and packets[0][0] & 0x1F == 15
+    finally:
+        await receiver.stop()
+    assert uplink.closed
+
+
+def connection_uplink_of(dtls: RTCDtlsTransport) -> object:
+    return getattr(dtls, "_aiosfu_uplink", None)
+
+
+OFFER_WITH_TRANSPORT_CC = """v=0
+o=- 1 2 IN IP4 127.0.0.1
+s=-
+t=0 0
+a=group:BUNDLE 0
+m=video 9 UDP/TLS/RTP/SAVPF 96 97
+c=IN IP4 0.0.0.0
+a=ice-ufrag:abcd
+a=ice-pwd:abcdefghijklmnopqrstuvwx
+a=fingerprint:sha-256 FINGERPRINT
+a=setup:actpass
+a=mid:0
+a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time
+a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01
+a=sendonly
+a=rtcp-mux
+a=rtpmap:96 VP8/90000
+a=rtcp-fb:96 goog-remb
+a=rtcp-fb:96 transport-cc
+a=rtcp-fb:96 nack
+a=rtcp-fb:96 nack pli
+a=rtpmap:97 rtx/90000
+a=fmtp:97 apt=96
+a=ssrc:1111 cname:x
+"""
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_transport_cc_is_answered_when_offered(offered: bool) -> None:
+    negotiate_transport_cc()
+    fingerprint = ":".join(["AB"] * 32)
+    offer = OFFER_WITH_TRANSPORT_CC.replace("FINGERPRINT", fingerprint).replace("\n", "\r\n")
+    if not offered:
+        offer = "".join(line for line in offer.splitlines(True) if "transport" not in line)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        answer = await pc.createAnswer()
+    finally:
+        await pc.close()
+    assert ("a=rtcp-fb:96 transport-cc" in answer.sdp) is offered
+    assert (f"a=extmap:4 {URI_TRANSPORT_CC}" in answer.sdp) is offered
+    assert "a=rtcp-fb:96 goog-remb" in answer.sdp  # REMB stays for peers that want it
+
+
+def test_arrival_time_is_when_the_datagram_reached_the_host_not_when_it_was_read() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind(("127.0.0.1", 0))
+        arrival = arrival_clock(receiver)
+        sender.sendto(b"x", receiver.getsockname())
+        time.sleep(0.05)  # the process is busy elsewhere
+        receiver.recvfrom(16)
+        read_at = int(time.monotonic() * 1_000_000)
+        assert 40_000 <= read_at - arrival() < 1_000_000
 
 
 async def test_peer_connections_share_a_certificate_and_build_no_idle_estimator() -> None:

@@ -9,7 +9,7 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from aiosfu.sfu.consumer import Consumer
+from aiosfu.sfu.consumer import NACK_ATTEMPTS, RESEND_GUARD, Consumer
 from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import OutputParams
 
@@ -440,3 +440,60 @@ async def test_closing_the_producer_drops_its_sinks(clock: Clock) -> None:
     producer.close()
     await producer.on_rtp(rtp(1, KEY))
     assert sink.packets == []
+
+
+# --- loss repair under a NACK storm --------------------------------------------------------
+
+
+async def test_a_packet_nacked_again_within_the_guard_is_resent_once(clock: Clock) -> None:
+    producer = video_producer(FakeUpstream())
+    consumer, output = await started_consumer(producer, first_seq=300)
+    await producer.on_rtp(rtp(301, CONT))
+    wanted = output.packets[1].sequence_number
+    for _ in range(5):  # the subscriber re-NACKs every few ms while the link drops
+        await consumer.on_nack([wanted])
+        clock.now += RESEND_GUARD / 10
+    assert len(output.resent) == 1 and consumer.resends_suppressed == 4
+    clock.now += RESEND_GUARD
+    await consumer.on_nack([wanted])
+    assert len(output.resent) == 2
+
+
+async def test_a_packet_nobody_can_resend_ends_in_a_keyframe_request(clock: Clock) -> None:
+    upstream = FakeUpstream()
+    producer = video_producer(upstream, interval=0.0)
+    consumer, output = await started_consumer(producer, first_seq=400)
+    await producer.on_rtp(rtp(402, CONT))  # 401 never reached the SFU
+    start = output.packets[0].sequence_number
+    requests = len(upstream.keyframe_requests)
+    for attempt in range(NACK_ATTEMPTS):
+        assert len(upstream.keyframe_requests) == requests, attempt
+        await consumer.on_nack([start + 1])
+    assert upstream.retransmissions == [(PUB_SSRC, [401])] * NACK_ATTEMPTS
+    assert len(upstream.keyframe_requests) == requests + 1
+    assert consumer.keyframe_escalations == 1
+
+
+class BudgetedDownstream:
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.sequence = 0
+
+    def next_transport_sequence(self, payload_size: int) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    def allow_retransmission(self, payload_size: int) -> bool:
+        self.allowed -= 1
+        return self.allowed >= 0
+
+
+async def test_retransmissions_stay_within_the_downlink_budget(clock: Clock) -> None:
+    producer = video_producer(FakeUpstream())
+    output = FakeOutput()
+    consumer = Consumer(producer, output, downstream=BudgetedDownstream(allowed=2))
+    await consumer.activate(out_params())
+    for seq in range(500, 505):
+        await producer.on_rtp(rtp(seq, KEY if seq == 500 else CONT))
+    await consumer.on_nack([p.sequence_number for p in output.packets])
+    assert len(output.resent) == 2 and consumer.resends_suppressed == 3

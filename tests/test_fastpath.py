@@ -10,7 +10,8 @@ import struct
 
 import pylibsrtp
 import pytest
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from aiosfu.client import Client
 from aiosfu.sfu.aiortc_hooks import fast_protect, fast_protect_parts, fast_unprotect
@@ -18,11 +19,17 @@ from aiosfu.sfu.rewrite import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
     URI_MID,
+    URI_TRANSPORT_CC,
     OutputParams,
     RtpRewriter,
 )
 from tests.conftest import ServerProcess, wait_for
 from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
+
+MAP = HeaderExtensionsMap()
+MAP.configure(
+    RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=5, uri=URI_TRANSPORT_CC)])
+)
 
 
 def _session(key: bytes) -> pylibsrtp.Session:
@@ -98,9 +105,9 @@ def test_fast_protect_keeps_its_session_alive() -> None:
     [
         (mid, dict(ids))
         for mid in (None, "0", "video-12345")
-        for n in range(4)
+        for n in range(5)
         for ids in itertools.combinations(
-            ((URI_MID, 4), (URI_ABS_SEND_TIME, 2), (URI_AUDIO_LEVEL, 1)), n
+            ((URI_MID, 4), (URI_ABS_SEND_TIME, 2), (URI_AUDIO_LEVEL, 1), (URI_TRANSPORT_CC, 5)), n
         )
     ],
 )
@@ -124,7 +131,13 @@ def test_template_rewrite_is_the_general_rewrite(mid: str | None, ids: dict[str,
             if not rewriter.started:
                 rewriter.start(packet)
         abs_send_time = None if seq % 5 == 0 else rng.getrandbits(24)
-        assert fast.rewrite(packet, abs_send_time) == general.rewrite_general(packet, abs_send_time)
+        transport_sequence = None if seq % 7 == 0 else rng.getrandbits(16)
+        assert fast.rewrite(packet, abs_send_time, transport_sequence) == general.rewrite_general(
+            packet, abs_send_time, transport_sequence
+        )
+        out = RtpPacket.parse(fast.rewrite(packet, abs_send_time, transport_sequence), MAP)
+        if URI_TRANSPORT_CC in ids:
+            assert out.extensions.transport_sequence_number == transport_sequence
 
 
 @pytest.mark.media

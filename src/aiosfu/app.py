@@ -40,6 +40,7 @@ def build_local_sfu(config: Config) -> tuple[LocalSfu, list[str], dict[str, str]
             keyframe_request_interval=config.keyframe_request_interval,
             keyframe_retry_interval=config.keyframe_retry_interval,
             connect_timeout=config.connect_timeout,
+            publisher_cap_floor=config.publisher_cap_floor,
             datachannel_max_message_bytes=config.datachannel_max_message_bytes,
             datachannel_buffer_bytes=config.datachannel_buffer_bytes,
             record_dir=config.record_dir,

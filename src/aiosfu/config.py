@@ -80,6 +80,7 @@ class Config(BaseModel):
     keyframe_retry_interval: float = Field(1.0, gt=0)
     connect_timeout: float = Field(15.0, gt=0)
     packet_cache_size: int = Field(512, ge=16)
+    publisher_cap_floor: int = Field(300_000, ge=0)
     room_mode: Literal["sfu", "p2p"] = "sfu"
     sfu_room_capacity: int = Field(0, ge=0)
     p2p_room_capacity: int = Field(6, ge=0)

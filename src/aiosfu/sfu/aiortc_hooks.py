@@ -27,10 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import random
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import pylibsrtp
 from aiortc import (
@@ -42,11 +46,13 @@ from aiortc import (
     RTCRtpSender,
 )
 from aiortc.clock import current_ntp_time
-from aiortc.codecs import is_rtx
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS, is_rtx
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
     RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
@@ -59,25 +65,31 @@ from aiortc.rtp import (
     AnyRtcpPacket,
     HeaderExtensionsMap,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
     unwrap_rtx,
 )
 from aiortc.sdp import SessionDescription
 
 from aiosfu.log import get_logger
-from aiosfu.sfu.rewrite import OutputParams
+from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
+from aiosfu.sfu.twcc import RTCP_RTPFB, TransportFeedback, split_compound
+from aiosfu.sfu.uplink import Uplink, now_us, transport_sequence_of
 
 log = get_logger("aiosfu.sfu.fastpath")
 
-NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 CONNECTED = DtlsState.CONNECTED
 Send = Callable[[bytes | bytearray, bytes], None]
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
+STAMP = struct.Struct("qq")  # struct timespec
 MAX_RTP_SIZE = 1500 - 28  # the largest RTP packet one IPv4 UDP datagram carries on Ethernet
 DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
+# aiortc's own extensions use IDs 1-3; BUNDLE shares one ID space across kinds.
+TRANSPORT_CC_ID = 5
 
 # The private attributes used below; checked by tests so an aiortc upgrade fails loudly.
 RECEIVER_PRIVATE = (
@@ -107,6 +119,31 @@ DTLS_PRIVATE = (
     "_role",
     "_set_role",
 )
+
+
+def negotiate_transport_cc() -> None:
+    """Make aiortc answer transport-wide congestion control to peers that offer it.
+
+    aiortc knows the header extension's wire format but offers neither it nor the
+    `transport-cc` RTCP feedback, and answers intersect the offer with these two module
+    tables, so they gain one entry each. Browsers then drive their send-side controller
+    from our feedback (publishers) and ask for the sequence numbers on what we send them
+    (subscribers). Idempotent; affects every peer connection in this process.
+    """
+    for kind in ("audio", "video"):
+        extensions = HEADER_EXTENSIONS[kind]
+        if not any(e.uri == URI_TRANSPORT_CC for e in extensions):
+            extensions.append(
+                RTCRtpHeaderExtensionParameters(id=TRANSPORT_CC_ID, uri=URI_TRANSPORT_CC)
+            )
+        for codec in CODECS[kind]:
+            feedback = RTCRtcpFeedback(type="transport-cc")
+            if not is_rtx(codec) and feedback not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(feedback)
+
+
+def uses_transport_cc(parameters: RTCRtpReceiveParameters | RTCRtpSendParameters) -> bool:
+    return any(e.uri == URI_TRANSPORT_CC for e in parameters.headerExtensions)
 
 
 def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
@@ -192,6 +229,15 @@ def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
     return unprotect
 
 
+def connection_uplink(pc: Any) -> Uplink | None:
+    """The transport-cc feedback state of a publisher's peer connection, if negotiated."""
+    for transceiver in pc.getTransceivers():
+        uplink = getattr(transceiver.receiver, "uplink", None)
+        if isinstance(uplink, Uplink):
+            return uplink
+    return None
+
+
 def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
     """aioice's nominated candidate pair under this DTLS transport, if ICE has one."""
     connection = getattr(dtls.transport, "_connection", None)
@@ -221,6 +267,10 @@ class FastIngress:
         if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
             dtls._aiosfu_fast_ingress = cls(dtls)
 
+    @property
+    def installed(self) -> bool:
+        return self._installed_on is not None
+
     def _on_state(self) -> None:
         if self.dtls._state == DtlsState.CONNECTED and self._installed_on is None:
             self._install()
@@ -241,9 +291,12 @@ class FastIngress:
         transport = protocol.transport
         sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
         max_size = getattr(transport, "max_size", 256 * 1024)
+        arrival = arrival_clock(sock)
+        dtls = self.dtls
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            handle(data, addr)
+            # asyncio read this datagram just now, so the socket's timestamp is its own.
+            handle(data, addr, arrival())
             if sock is None:
                 return
             # A video frame arrives as a burst of packets: take what else is already
@@ -253,9 +306,9 @@ class FastIngress:
                     data, addr = sock.recvfrom(max_size)
                 except OSError:  # drained (or an error asyncio will see on its next read)
                     return
-                handle(data, addr)
+                handle(data, addr, arrival())
 
-        def handle(data: bytes, addr: tuple[Any, ...]) -> None:
+        def handle(data: bytes, addr: tuple[Any, ...], arrival_us: int) -> None:
             # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
             if 127 < data[0] < 192 and len(data) > 12 and not 191 < data[1] < 224:
                 receiver = routes.get(from_bytes(data[8:12], "big"))
@@ -269,12 +322,59 @@ class FastIngress:
                         clear = unprotect(data)
                     except pylibsrtp.Error:
                         return
-                    receiver.ingest(clear)
+                    receiver.ingest(clear, arrival_us)
                     return
+                # aiortc's path queues it: note its arrival for transport-cc now, from
+                # the header SRTP leaves in clear (RFC 3711), if it is the peer's.
+                uplink: Uplink | None = getattr(dtls, "_aiosfu_uplink", None)
+                if uplink is not None and (addr[0], addr[1]) == remote:
+                    sequence = transport_sequence_of(data, uplink.extension_id)
+                    if sequence is not None:
+                        uplink.record(
+                            sequence, from_bytes(data[8:12], "big"), arrival_us, len(data)
+                        )
             fallback(data, addr)
 
         protocol.datagram_received = datagram_received
         self._installed_on = protocol
+
+
+SIOCGSTAMPNS = 0x8907  # Linux: when the last datagram read from a socket arrived
+
+
+def arrival_clock(sock: socket.socket | None) -> Callable[[], int]:
+    """When the datagram just read from `sock` reached the host (µs on uplink.now_us's
+    clock): the kernel's receive timestamp, so time the process waited to be scheduled
+    (a busy machine, a long event-loop turn) is not taken for network queueing. Falls
+    back to the read time where the kernel keeps no timestamp."""
+    monotonic, wall = time.monotonic, time.time
+
+    def read_time() -> int:
+        return int(monotonic() * 1_000_000)
+
+    if sock is None:
+        return read_time
+    fd = sock.fileno()
+    stamp = bytearray(16)
+    try:
+        fcntl.ioctl(fd, SIOCGSTAMPNS, stamp, True)  # the first call turns stamping on
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # ENOENT: on, but nothing read since
+            return read_time
+    ioctl, unpack_from = fcntl.ioctl, STAMP.unpack_from
+
+    def kernel_time() -> int:
+        try:
+            ioctl(fd, SIOCGSTAMPNS, stamp, True)
+        except OSError:
+            return int(monotonic() * 1_000_000)
+        seconds: int
+        nanoseconds: int
+        seconds, nanoseconds = unpack_from(stamp)
+        # the stamp is wall-clock time: moved onto the monotonic clock at this instant
+        return int((seconds + nanoseconds / 1e9 + monotonic() - wall()) * 1_000_000)
+
+    return kernel_time
 
 
 def parse_rtp(data: bytes, extensions: HeaderExtensionsMap) -> RtpPacket | None:
@@ -307,6 +407,13 @@ class ForwardingReceiver(RTCRtpReceiver):
     _rtcp_tasks: set[asyncio.Task[None]]
     _failed: bool
     _rtx_payload_types: set[int]  # is_rtx() per packet costs a string split
+    # transport-cc feedback for the whole connection, shared by its receivers
+    uplink: Uplink | None
+    # loss repair on the publisher's leg
+    nacks_sent: int
+    nacked_packets: int
+    rtx_received: int
+    keyframe_requests: int
 
     @classmethod
     def adopt(
@@ -326,6 +433,9 @@ class ForwardingReceiver(RTCRtpReceiver):
         receiver._rtcp_tasks = set()
         receiver._rtx_payload_types = set()
         receiver._failed = False
+        receiver.uplink = None
+        receiver.nacks_sent = receiver.nacked_packets = 0
+        receiver.rtx_received = receiver.keyframe_requests = 0
         return receiver
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
@@ -341,26 +451,52 @@ class ForwardingReceiver(RTCRtpReceiver):
             if encoding.rtx:
                 self._RTCRtpReceiver__rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
         self.transport._register_rtp_receiver(self, parameters)
+        # aiortc learns an RTX SSRC from its first packet, on its slow path; the fast
+        # ingress routes by SSRC, so tell it now (retransmissions and probes are RTX).
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                self.transport._rtp_router.ssrc_table.setdefault(encoding.rtx.ssrc, self)
+        if uses_transport_cc(parameters):
+            self.uplink = self._connection_uplink(parameters)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
         FastIngress.attach(self.transport)
 
+    def _connection_uplink(self, parameters: RTCRtpReceiveParameters) -> Uplink:
+        dtls = self.transport
+        uplink: Uplink | None = getattr(dtls, "_aiosfu_uplink", None)
+        if uplink is None:
+            ssrc = self._RTCRtpReceiver__rtcp_ssrc or random.getrandbits(32)
+            extension_id = next(
+                e.id for e in parameters.headerExtensions if e.uri == URI_TRANSPORT_CC
+            )
+            uplink = Uplink(dtls._send_rtp, ssrc, extension_id)
+            dtls._aiosfu_uplink = uplink
+        return uplink
+
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        """aiortc's ingress up to (not including) depacketizing, then the Producer."""
-        accepted = self._accept(packet, arrival_time_ms)
+        """aiortc's ingress up to (not including) depacketizing, then the Producer.
+
+        Only what the fast ingress does not take comes here (before ICE nominates, an
+        SSRC not yet known). Once the fast ingress is on, it has already noted these
+        packets' arrival for transport-cc as it read them (`FastIngress._install`):
+        the time aiortc's task gets to one is later by however long it queued."""
+        ingress = getattr(self.transport, "_aiosfu_fast_ingress", None)
+        noted = ingress is not None and ingress.installed
+        accepted = self._accept(packet, now_us(), len(packet.payload), record_arrival=not noted)
         while self._rtcp_out:
             await self._rtcp_out.pop(0)
         if accepted is not None:
             await self.on_rtp(accepted)
 
-    def ingest(self, data: bytes) -> None:
-        """The fast path's entry (FastIngress): a clear RTP datagram, handled at once."""
+    def ingest(self, data: bytes, arrival_us: int) -> None:
+        """The fast path's entry (FastIngress): a clear RTP datagram read from the socket
+        at `arrival_us` (on uplink.now_us's clock), handled at once."""
         packet = parse_rtp(data, self.transport._rtp_header_extensions_map)
         if packet is None:
             return
-        arrival_time_ms = int((time.time() + NTP_EPOCH_OFFSET) * 1000)  # as aiortc's clock
         try:
-            accepted = self._accept(packet, arrival_time_ms)
+            accepted = self._accept(packet, arrival_us, len(data))
             if accepted is not None and self.forward is not None:
                 self.forward(accepted)
         except Exception:
@@ -374,16 +510,29 @@ class ForwardingReceiver(RTCRtpReceiver):
             task.add_done_callback(self._rtcp_tasks.discard)
         self._rtcp_out.clear()
 
-    def _accept(self, packet: RtpPacket, arrival_time_ms: int) -> RtpPacket | None:
-        """aiortc's ingress work, synchronously: REMB estimate, receive statistics, RTX
-        unwrap, NACK generation. RTCP it calls for is queued in `_rtcp_out`."""
+    def _accept(
+        self, packet: RtpPacket, arrival_us: int, size: int, *, record_arrival: bool = True
+    ) -> RtpPacket | None:
+        """aiortc's ingress work, synchronously: congestion feedback (transport-cc, or
+        REMB for a peer that offered only that), receive statistics, RTX unwrap, NACK
+        generation. RTCP it calls for is queued in `_rtcp_out`."""
         if not self._enabled:
             return None
-        estimator: RemoteBitrateEstimator | None = self._RTCRtpReceiver__remote_bitrate_estimator
+        uplink = self.uplink
+        transport_sequence = packet.extensions.transport_sequence_number
+        estimator: RemoteBitrateEstimator | None
+        if uplink is not None and transport_sequence is not None:
+            # The peer runs its own controller on our feedback; a REMB from aiortc's
+            # receive-side estimator would only cap it.
+            if record_arrival:
+                uplink.record(transport_sequence, packet.ssrc, arrival_us, size)
+            estimator = None
+        else:
+            estimator = self._RTCRtpReceiver__remote_bitrate_estimator
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
                 abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_time_ms,
+                arrival_time_ms=arrival_us // 1000,
                 payload_size=len(packet.payload) + packet.padding_size,
                 ssrc=packet.ssrc,
             )
@@ -414,10 +563,19 @@ class ForwardingReceiver(RTCRtpReceiver):
             if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
                 return None
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            self.rtx_received += 1
         nack_generator = self._RTCRtpReceiver__nack_generator
         if nack_generator is not None and nack_generator.add(packet):
-            self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, sorted(nack_generator.missing)))
+            missing = sorted(nack_generator.missing)
+            self.nacks_sent += 1
+            self.nacked_packets += len(missing)
+            self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, missing))
         return packet
+
+    async def stop(self) -> None:
+        if self.uplink is not None:
+            self.uplink.close()
+        await super().stop()
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         await super()._handle_rtcp_packet(packet)
@@ -426,14 +584,62 @@ class ForwardingReceiver(RTCRtpReceiver):
             self.on_sender_report(packet.ssrc, info.ntp_timestamp, info.rtp_timestamp)
 
     async def request_keyframe(self, ssrc: int) -> None:
+        self.keyframe_requests += 1
         await self._send_rtcp_pli(ssrc)
 
     async def request_retransmission(self, ssrc: int, sequence_numbers: list[int]) -> None:
+        self.nacks_sent += 1
+        self.nacked_packets += len(sequence_numbers)
         await self._send_rtcp_nack(ssrc, sequence_numbers)
+
+    def repair_stats(self) -> dict[str, int]:
+        """Loss repair on the publisher's leg: NACKs we sent, RTX that came back, PLIs."""
+        return {
+            "nacksSent": self.nacks_sent,
+            "nackedPackets": self.nacked_packets,
+            "rtxReceived": self.rtx_received,
+            "plisSent": self.keyframe_requests,
+        }
 
     @property
     def decoding(self) -> bool:
         return self._RTCRtpReceiver__decoder_thread is not None
+
+
+class DownlinkFeedback(Protocol):
+    """What a subscriber says about its downlink (sfu/downstream.py's Downstream)."""
+
+    def on_transport_feedback(self, feedback: TransportFeedback) -> None: ...
+
+    def on_receiver_report(self, fraction_lost: int) -> None: ...
+
+    def on_remb(self, bitrate: int) -> None: ...
+
+
+def read_transport_feedback(dtls: RTCDtlsTransport, downstream: DownlinkFeedback) -> None:
+    """Take transport-cc feedback out of a subscriber's RTCP before aiortc parses it.
+
+    aiortc's parser reads every RTPFB format as a generic NACK: a transport-cc packet
+    would come out as bogus lost sequence numbers, or fail the whole compound datagram
+    (and the receiver reports and NACKs in it) on its padded length."""
+    if getattr(dtls, "_aiosfu_downstream", None) is not None:
+        return
+    dtls._aiosfu_downstream = downstream
+    handle_rtcp_data = dtls._handle_rtcp_data
+
+    async def handle(data: bytes) -> None:
+        if RTCP_RTPFB in data[1::4]:  # cheap pre-check: some packet type byte may be RTPFB
+            try:
+                feedbacks, data = split_compound(data)
+            except ValueError:
+                return
+            for feedback in feedbacks:
+                downstream.on_transport_feedback(feedback)
+            if not data:
+                return
+        await handle_rtcp_data(data)
+
+    dtls._handle_rtcp_data = handle  # type: ignore[method-assign]
 
 
 class ForwardingSender(RTCRtpSender):
@@ -444,16 +650,23 @@ class ForwardingSender(RTCRtpSender):
     on_keyframe_request: Callable[[], Awaitable[None]]
     # send(header, payload) to the subscriber, bound once the transport is up
     _egress: tuple[Send, RTCDtlsTransport] | None
+    # the subscriber connection's downlink, told what its RTCP says
+    downstream: DownlinkFeedback | None
 
     @classmethod
-    def adopt(cls, sender: RTCRtpSender) -> ForwardingSender:
+    def adopt(
+        cls, sender: RTCRtpSender, downstream: DownlinkFeedback | None = None
+    ) -> ForwardingSender:
         sender.__class__ = cls
         assert isinstance(sender, ForwardingSender)
         sender.has_sender_clock = False
         sender._egress = None
+        sender.downstream = downstream
         return sender
 
     async def send(self, parameters: RTCRtpSendParameters) -> None:
+        if self.downstream is not None and uses_transport_cc(parameters):
+            read_transport_feedback(self.transport, self.downstream)
         await super().send(parameters)
         codec = parameters.codecs[0]
         assert codec.payloadType is not None  # negotiated codecs always have one
@@ -557,8 +770,17 @@ class ForwardingSender(RTCRtpSender):
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_FIR, RTCP_PSFB_PLI):
             await self.on_keyframe_request()
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-            pass  # REMB: bandwidth adaptation is not done by this forwarder yet
+            if self.downstream is not None:
+                try:
+                    bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    return
+                self.downstream.on_remb(bitrate)
         else:
+            if self.downstream is not None and isinstance(packet, RtcpRrPacket):
+                for report in packet.reports:
+                    if report.ssrc == self._ssrc:
+                        self.downstream.on_receiver_report(report.fraction_lost)
             await super()._handle_rtcp_packet(packet)
 
 

@@ -14,9 +14,28 @@ from typing import Protocol
 from aiortc.rtp import RtpPacket
 
 from aiosfu.sfu.producer import Producer
-from aiosfu.sfu.rewrite import OutputParams, RtpRewriter
+from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams, RtpRewriter
 
 WriteParts = Callable[[bytearray, bytes, int, int], None]
+# A packet the subscriber NACKed this many times that neither our cache nor the
+# publisher could resend is given up on: a keyframe repairs the picture instead.
+NACK_ATTEMPTS = 3
+UNREPAIRED_TRACKED = 512
+# A subscriber re-NACKs a packet every round trip until it comes; on a congested link
+# answering each one floods the link with the same packet. Resend one packet at most
+# this often (seconds); libwebrtc's sender holds off for a round trip likewise.
+RESEND_GUARD = 0.1
+RESENT_TRACKED = 1024
+
+
+class Sequencer(Protocol):
+    """The subscriber connection's transport-wide numbering (sfu/downstream.py)."""
+
+    def next_transport_sequence(self, payload_size: int) -> int: ...
+
+    def allow_retransmission(self, payload_size: int) -> bool:
+        """Whether the downlink's retransmission budget has room for this packet."""
+        ...
 
 
 class RtpOutput(Protocol):
@@ -40,8 +59,12 @@ class Consumer:
         output: RtpOutput,
         *,
         keyframe_retry_interval: float = 1.0,
+        downstream: Sequencer | None = None,
     ) -> None:
         self.producer = producer
+        self.downstream = downstream
+        # bound at activation when the subscriber negotiated transport-cc
+        self._next_transport_sequence: Callable[[int], int] | None = None
         self.kind = producer.kind
         self.output = output
         self.keyframe_retry_interval = keyframe_retry_interval
@@ -55,6 +78,11 @@ class Consumer:
         self.nacks_received = 0
         self.retransmitted = 0
         self.keyframe_requests_received = 0
+        self.nacked_packets = 0
+        self.keyframe_escalations = 0
+        self._unrepaired: dict[int, int] = {}  # original sequence -> NACKs not answered
+        self._resent_at: dict[int, float] = {}  # original sequence -> when last resent
+        self.resends_suppressed = 0
         self.activated_at: float | None = None
         self.first_packet_at: float | None = None
         # header and payload straight into the sender's SRTP buffer, when it can do that
@@ -65,6 +93,8 @@ class Consumer:
         if self.closed or self.rewriter is not None:
             return
         self.rewriter = RtpRewriter(params)
+        if self.downstream is not None and URI_TRANSPORT_CC in params.extension_ids:
+            self._next_transport_sequence = self.downstream.next_transport_sequence
         self.activated_at = time.monotonic()
         self.producer.add_consumer(self)
         if self.waiting_for_keyframe:
@@ -96,11 +126,15 @@ class Consumer:
         self.packets_out += 1
         self.bytes_out += size
         timestamp = (packet.timestamp + rewriter.timestamp_offset) & 0xFFFFFFFF
-        header = rewriter.header(packet, abs_send_time)
+        sequencer = self._next_transport_sequence
+        transport_sequence = None if sequencer is None else sequencer(size)
+        header = rewriter.header(packet, abs_send_time, transport_sequence)
         try:
             if header is None:
                 self.output.write_rtp(
-                    rewriter.rewrite_general(packet, abs_send_time), size, timestamp
+                    rewriter.rewrite_general(packet, abs_send_time, transport_sequence),
+                    size,
+                    timestamp,
                 )
             elif self._write_parts is not None:
                 self._write_parts(header, payload, size, timestamp)
@@ -124,19 +158,52 @@ class Consumer:
         if rewriter is None or not rewriter.started:
             return
         self.nacks_received += 1
+        self.nacked_packets += len(sequence_numbers)
         missing: list[int] = []
+        now = time.monotonic()
+        resent_at = self._resent_at
+        if len(resent_at) > RESENT_TRACKED:
+            resent_at.clear()
+        downstream = self.downstream
         for sequence_number in sequence_numbers:
             original = rewriter.original_sequence(sequence_number)
             packet = self.producer.cache.get(original)
             if packet is None:
                 missing.append(original)
                 continue
+            if now - resent_at.get(original, -1e9) < RESEND_GUARD or (
+                downstream is not None and not downstream.allow_retransmission(len(packet.payload))
+            ):
+                self.resends_suppressed += 1
+                continue
+            resent_at[original] = now
             self.retransmitted += 1
+            sequencer = self._next_transport_sequence
+            transport_sequence = None if sequencer is None else sequencer(len(packet.payload))
             try:
-                await self.output.resend(rewriter.retransmission(packet))
+                await self.output.resend(rewriter.retransmission(packet, None, transport_sequence))
             except ConnectionError:
                 return
-        await self.producer.request_retransmission(missing)
+        if missing:
+            await self.producer.request_retransmission(missing)
+            if self._given_up(missing):
+                self.keyframe_escalations += 1
+                await self.producer.request_keyframe()
+
+    def _given_up(self, missing: list[int]) -> bool:
+        """Count unanswered NACKs per packet; True when one has had its last chance."""
+        unrepaired = self._unrepaired
+        if len(unrepaired) > UNREPAIRED_TRACKED:
+            unrepaired.clear()
+        given_up = False
+        for sequence_number in missing:
+            attempts = unrepaired.get(sequence_number, 0) + 1
+            if attempts >= NACK_ATTEMPTS:
+                del unrepaired[sequence_number]
+                given_up = True
+            else:
+                unrepaired[sequence_number] = attempts
+        return given_up
 
     async def on_keyframe_request(self) -> None:
         self.keyframe_requests_received += 1
@@ -154,8 +221,11 @@ class Consumer:
             "bytesOut": self.bytes_out,
             "packetsSkippedBeforeKeyframe": self.packets_skipped,
             "nacksReceived": self.nacks_received,
+            "nackedPackets": self.nacked_packets,
             "retransmitted": self.retransmitted,
+            "resendsSuppressed": self.resends_suppressed,
             "keyframeRequestsReceived": self.keyframe_requests_received,
+            "keyframeEscalations": self.keyframe_escalations,
             "waitingForKeyframe": self.waiting_for_keyframe,
             "startDelayMs": (
                 None

@@ -9,7 +9,7 @@ import re
 import secrets
 import threading
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,15 +32,20 @@ from aiosfu.sfu.aiortc_hooks import (
     accept_rsa_dtls_servers,
     answer_as_dtls_server,
     cheap_peer_connections,
+    connection_uplink,
+    negotiate_transport_cc,
     receive_constrained_baseline_first,
 )
 from aiosfu.sfu.codec_match import check_publishable, subscriber_preferences
 from aiosfu.sfu.consumer import Consumer
 from aiosfu.sfu.datachannel import DataRelay
+from aiosfu.sfu.downstream import Downstream
+from aiosfu.sfu.follow import Publication, PublisherCaps
 from aiosfu.sfu.interface import SfuListener
 from aiosfu.sfu.nat import announce_public
 from aiosfu.sfu.opus import negotiate_opus
 from aiosfu.sfu.producer import Producer
+from aiosfu.sfu.uplink import keeps_remb
 
 log = get_logger("aiosfu.sfu")
 
@@ -56,6 +61,9 @@ class SfuSettings:
     datachannel_max_message_bytes: int = 16384
     datachannel_buffer_bytes: int = 1 << 20
     record_dir: str = "recordings"
+    # With several subscribers, the publisher is never asked to go below this (bit/s):
+    # one weak downlink must not pull every other subscriber down.
+    publisher_cap_floor: int = 300_000
     # Private ICE address -> the public one announced for it (1:1 NAT, sfu/nat.py).
     nat_mapping: dict[str, str] = field(default_factory=dict)
     # Seconds a new transport has to connect; one that has not is removed, so an offer
@@ -82,6 +90,7 @@ class SubscriberTransport:
     uid: str
     mid: str
     pc: RTCPeerConnection
+    downstream: Downstream = field(default_factory=Downstream)
     consumers: list[Consumer] = field(default_factory=list)
     closing: bool = False
     connected: bool = False
@@ -126,6 +135,7 @@ def _primary_codec(codecs: list[RTCRtpCodecParameters]) -> RTCRtpCodecParameters
 class LocalSfu:
     def __init__(self, settings: SfuSettings | None = None) -> None:
         self.settings = settings or SfuSettings()
+        negotiate_transport_cc()
         accept_rsa_dtls_servers()
         cheap_peer_connections()
         self.sfuid = self.settings.sfuid
@@ -137,11 +147,28 @@ class LocalSfu:
             max_message_bytes=self.settings.datachannel_max_message_bytes,
             buffer_bytes=self.settings.datachannel_buffer_bytes,
         )
+        self.caps = PublisherCaps(self._followed, floor=self.settings.publisher_cap_floor)
         self.recordings = RecordingManager(
             self.settings.record_dir,
             on_started=lambda r: self._tell_listener("recording_started", r),
             on_stopped=lambda r: self._tell_listener("recording_stopped", r),
         )
+
+    def _followed(self) -> Iterator[Publication]:
+        """Each publication with its subscribers' downlinks, for the publisher's ceiling."""
+        for mid, publisher in self.publishers.items():
+            yield Publication(
+                key=mid,
+                uplink=connection_uplink(publisher.pc),
+                media_ssrcs=[
+                    p.ssrc for p in publisher.producers if p.kind == "video" and p.ssrc is not None
+                ],
+                downstreams=[
+                    s.downstream
+                    for s in self.subscribers.values()
+                    if s.mid == mid and not s.closing
+                ],
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -166,7 +193,9 @@ class LocalSfu:
         transport = PublisherTransport(mid=mid, rid=rid, uid=uid, pc=pc)
         pc.on("datachannel", lambda channel: self.data.attach(rid, uid, mid, channel))
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=keeps_remb(offer_sdp), type="offer")
+            )
             answer_as_dtls_server(pc, offer)
             receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())
@@ -245,9 +274,12 @@ class LocalSfu:
                 raise
             transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
             transceiver.setCodecPreferences(preferences)
-            sender = ForwardingSender.adopt(transceiver.sender)
+            sender = ForwardingSender.adopt(transceiver.sender, transport.downstream)
             consumer = Consumer(
-                producer, sender, keyframe_retry_interval=self.settings.keyframe_retry_interval
+                producer,
+                sender,
+                keyframe_retry_interval=self.settings.keyframe_retry_interval,
+                downstream=transport.downstream,
             )
             sender.on_negotiated = consumer.activate
             sender.on_nack = consumer.on_nack
@@ -267,6 +299,7 @@ class LocalSfu:
             code = ErrorCode.CODEC_UNSUPPORTED if "parameters" in str(exc) else ErrorCode.BAD_SDP
             raise SfuError(code, f"the offer was refused: {exc}") from exc
         self.subscribers[sid] = transport
+        self.caps.start()
         pc.on("connectionstatechange", lambda: self._on_subscriber_state(transport))
         transport.deadline = self._connect_deadline(lambda: self._subscriber_timed_out(transport))
         log.info("subscribe", rid=rid, uid=uid, mid=mid, sid=sid)
@@ -319,6 +352,7 @@ class LocalSfu:
         log.info("pause", rid=rid, mid=mid, kind=kind, paused=paused)
 
     async def close(self) -> None:
+        self.caps.stop()
         await self.recordings.close()
         for sid in list(self.subscribers):
             await self.unsubscribe(self.subscribers[sid].rid, sid)
@@ -346,6 +380,8 @@ class LocalSfu:
 
     async def _close_subscriber(self, transport: SubscriberTransport) -> None:
         transport.closing = True
+        if not any(not s.closing for s in self.subscribers.values()):
+            self.caps.stop()  # nobody's downlink to follow: no task left behind
         if transport.deadline is not None:
             transport.deadline.cancel()
         for consumer in transport.consumers:
@@ -420,6 +456,7 @@ class LocalSfu:
                     "uid": t.uid,
                     "state": t.pc.connectionState,
                     "producers": [p.stats() for p in t.producers],
+                    "uplink": (u.stats() if (u := connection_uplink(t.pc)) else None),
                 }
                 for mid, t in self.publishers.items()
             },
@@ -430,6 +467,7 @@ class LocalSfu:
                     "mid": t.mid,
                     "state": t.pc.connectionState,
                     "consumers": [c.stats() for c in t.consumers],
+                    "downstream": t.downstream.stats(),
                 }
                 for sid, t in self.subscribers.items()
             },

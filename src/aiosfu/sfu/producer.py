@@ -245,4 +245,5 @@ class Producer:
             "keyframeRequestsSuppressed": self.keyframe_requests_suppressed,
             "retransmissionRequestsSent": self.retransmission_requests_sent,
             "consumers": len(self.consumers),
+            **getattr(self.upstream, "repair_stats", dict)(),
         }

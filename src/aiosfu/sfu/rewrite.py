@@ -19,6 +19,7 @@ from aiortc.rtp import RtpPacket
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 _HEADER = struct.Struct("!BBHII")
 _SEQ = struct.Struct("!H")
@@ -46,6 +47,7 @@ class _Layout:
     ast_at: int  # offset of the abs-send-time element, 0 when absent
     ast_word: int  # its ID/length byte, shifted to sit in front of the 24-bit value
     level_at: int  # offset of the audio-level element, 0 when absent
+    tcc_at: int  # offset of the transport-wide sequence number element, 0 when absent
     first_byte: int  # V=2, X when there is an extension block
 
 
@@ -74,6 +76,7 @@ class RtpRewriter:
         self._mid_id = ids.get(URI_MID) if params.mid else None
         self._ast_id = ids.get(URI_ABS_SEND_TIME)
         self._level_id = ids.get(URI_AUDIO_LEVEL)
+        self._tcc_id = ids.get(URI_TRANSPORT_CC)
         self._mid_element = b""
         if self._mid_id is not None and params.mid:
             mid = params.mid.encode()[:16]
@@ -88,10 +91,13 @@ class RtpRewriter:
 
     def _layout(self, with_level: bool) -> _Layout:
         elements = len(self._mid_element)
-        ast_at = level_at = 0
+        ast_at = level_at = tcc_at = 0
         if self._ast_id is not None:
             ast_at = 16 + elements
             elements += 4
+        if self._tcc_id is not None:
+            tcc_at = 16 + elements
+            elements += 3
         if with_level and self._level_id is not None:
             level_at = 16 + elements
             elements += 2
@@ -102,8 +108,10 @@ class RtpRewriter:
             template[16 : 16 + len(self._mid_element)] = self._mid_element
         if level_at:
             template[level_at] = (self._level_id or 0) << 4
+        if tcc_at:
+            template[tcc_at] = (self._tcc_id or 0) << 4 | 1
         ast_word = ((self._ast_id or 0) << 4 | 2) << 24
-        return _Layout(template, ast_at, ast_word, level_at, 0x90 if elements else 0x80)
+        return _Layout(template, ast_at, ast_word, level_at, tcc_at, 0x90 if elements else 0x80)
 
     def start(self, packet: RtpPacket) -> None:
         """Pin the offsets so `packet` goes out with the chosen start sequence/timestamp."""
@@ -120,10 +128,14 @@ class RtpRewriter:
     def timestamp(self, timestamp: int) -> int:
         return (timestamp + self.timestamp_offset) & 0xFFFFFFFF
 
-    def _extensions(self, packet: RtpPacket, abs_send_time: int | None) -> bytes:
+    def _extensions(
+        self, packet: RtpPacket, abs_send_time: int | None, transport_sequence: int | None
+    ) -> bytes:
         block = self._mid_element
         if self._ast_id is not None and abs_send_time is not None:
             block += bytes([(self._ast_id << 4) | 2]) + abs_send_time.to_bytes(3, "big")
+        if self._tcc_id is not None and transport_sequence is not None:
+            block += bytes([(self._tcc_id << 4) | 1]) + _SEQ.pack(transport_sequence)
         if self._level_id is not None:
             level = packet.extensions.audio_level
             if level is not None:
@@ -133,7 +145,12 @@ class RtpRewriter:
         block += b"\x00" * (-len(block) % 4)
         return b"\xbe\xde" + _SEQ.pack(len(block) // 4) + block
 
-    def header(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytearray | None:
+    def header(
+        self,
+        packet: RtpPacket,
+        abs_send_time: int | None = None,
+        transport_sequence: int | None = None,
+    ) -> bytearray | None:
         """The rewritten header (and extension block) for `packet`, packed into a buffer
         this rewriter reuses (valid until its next call), so the sender can copy it
         straight into its SRTP buffer in front of the untouched payload. None when the
@@ -141,9 +158,15 @@ class RtpRewriter:
         level = packet.extensions.audio_level if self._leveled is not None else None
         layout = self._plain if level is None else self._leveled
         assert layout is not None
-        if (layout.ast_at and abs_send_time is None) or packet.padding_size:
+        if (
+            (layout.ast_at and abs_send_time is None)
+            or (layout.tcc_at and transport_sequence is None)
+            or packet.padding_size
+        ):
             return None
         template = layout.template
+        if layout.tcc_at:
+            _SEQ.pack_into(template, layout.tcc_at + 1, transport_sequence)
         if level is not None:
             template[layout.level_at + 1] = (level[0] << 7) | (level[1] & 0x7F)
         if layout.ast_at and abs_send_time is not None:
@@ -159,16 +182,26 @@ class RtpRewriter:
         )
         return template
 
-    def rewrite(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
+    def rewrite(
+        self,
+        packet: RtpPacket,
+        abs_send_time: int | None = None,
+        transport_sequence: int | None = None,
+    ) -> bytes:
         """The packet as this subscriber gets it."""
-        header = self.header(packet, abs_send_time)
+        header = self.header(packet, abs_send_time, transport_sequence)
         if header is None:
-            return self.rewrite_general(packet, abs_send_time)
+            return self.rewrite_general(packet, abs_send_time, transport_sequence)
         return b"".join((header, packet.payload))
 
-    def rewrite_general(self, packet: RtpPacket, abs_send_time: int | None) -> bytes:
+    def rewrite_general(
+        self,
+        packet: RtpPacket,
+        abs_send_time: int | None,
+        transport_sequence: int | None = None,
+    ) -> bytes:
         """Any packet, any extension set: the general (slower) path."""
-        ext = self._extensions(packet, abs_send_time)
+        ext = self._extensions(packet, abs_send_time, transport_sequence)
         padding = packet.padding_size
         header = _HEADER.pack(
             (0x90 if ext else 0x80) | (0x20 if padding else 0),
@@ -181,12 +214,17 @@ class RtpRewriter:
             return header + ext + packet.payload + bytes(padding - 1) + bytes((padding,))
         return header + ext + packet.payload
 
-    def retransmission(self, packet: RtpPacket, abs_send_time: int | None = None) -> bytes:
+    def retransmission(
+        self,
+        packet: RtpPacket,
+        abs_send_time: int | None = None,
+        transport_sequence: int | None = None,
+    ) -> bytes:
         """The packet again, as RFC 4588 RTX when negotiated, else as it was first sent."""
         params = self.params
         if params.rtx_payload_type is None or params.rtx_ssrc is None:
-            return self.rewrite(packet, abs_send_time)
-        ext = self._extensions(packet, abs_send_time)
+            return self.rewrite(packet, abs_send_time, transport_sequence)
+        ext = self._extensions(packet, abs_send_time, transport_sequence)
         header = _HEADER.pack(
             0x90 if ext else 0x80,
             (packet.marker << 7) | params.rtx_payload_type,

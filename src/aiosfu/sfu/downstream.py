@@ -1,0 +1,150 @@
+"""One subscriber connection's downlink: what we sent it, what it says arrived, and the
+bandwidth that leaves.
+
+Every track a subscriber receives shares one transport (BUNDLE), so one `Downstream`
+per subscriber connection numbers all its packets with one transport-wide sequence,
+reads its transport-cc feedback, receiver-report loss and REMB, and keeps one estimate
+for all its subscriptions. Who acts on the estimate is decided elsewhere (`sfu/follow.py`
+for the publisher; simulcast layer choice later).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiosfu.sfu.bwe import SendSideBwe
+from aiosfu.sfu.twcc import SendHistory, TransportFeedback
+
+# What a packet costs on the wire beyond its payload: RTP header and extensions, SRTP
+# tag, UDP and IPv4 headers. The estimator compares rates, so an even overhead is enough.
+PACKET_OVERHEAD = 60
+# How long a change of this estimate takes to show in what the subscriber receives: it
+# travels to the publisher as REMB (sfu/follow.py), its encoder and pacer adapt, and the
+# packets come through us. The estimator must not cut again before a cut can have acted
+# (its round-trip time is that loop's), or it spirals far below the link.
+FOLLOW_RESPONSE_US = 600_000
+# The estimate limits the publisher from the time congestion cut it until it has gone
+# this long without a cut and reached this much above the most the link delivered in
+# the second after any cut (the capacity it showed while dropping the rest): an
+# estimate that merely trails what is sent (the SFU does not probe) must not hold the
+# sender back, and one that met a policer must not let go before it has been past that
+# policer's rate unharmed.
+CONGESTION_MEMORY_US = 3_000_000
+RELEASE_ABOVE_CAPACITY = 1.25
+CAPACITY_WINDOW_US = 1_000_000
+# Retransmissions may take this share of the estimate, with half a second of burst: on
+# a link that drops, repair must not become most of what is sent (libwebrtc caps it too).
+RETRANSMISSION_SHARE = 0.3
+RETRANSMISSION_BURST_S = 0.5
+
+
+def now_us() -> int:
+    return int(time.monotonic() * 1_000_000)
+
+
+class Downstream:
+    def __init__(self, *, initial_bps: int = 1_000_000) -> None:
+        self.history = SendHistory()
+        self.estimator = SendSideBwe(initial_bps=initial_bps)
+        self.estimator.on_rtt(FOLLOW_RESPONSE_US)
+        self._rtx_tokens = 0.0  # bytes
+        self._rtx_refilled_us = now_us()
+        self.retransmissions_refused = 0
+        self._sequence = 1
+        self.packets_sent = 0
+        self.feedbacks = 0
+        self.remb_bps: int | None = None
+        self.fraction_lost = 0.0  # from the subscriber's last receiver report
+        self.closed = False
+        self._cut_seen: int | None = None
+        self._released_cut: int | None = None
+        self._capacity = 0  # the most the link showed it carries, since limiting began
+
+    def next_transport_sequence(self, payload_size: int) -> int:
+        """The transport-wide sequence number for the packet about to go out; remembered
+        with its send time for the feedback that will tell when it arrived."""
+        sequence = self._sequence
+        self._sequence = (sequence + 1) & 0xFFFF
+        self.packets_sent += 1
+        self.history.on_sent(sequence, now_us(), payload_size + PACKET_OVERHEAD)
+        return sequence
+
+    def allow_retransmission(self, payload_size: int) -> bool:
+        """Take `payload_size` from the retransmission budget, if it has that much."""
+        now = now_us()
+        rate = self.estimator.estimate_bps * RETRANSMISSION_SHARE / 8  # bytes/s
+        elapsed = (now - self._rtx_refilled_us) / 1e6
+        self._rtx_refilled_us = now
+        self._rtx_tokens = min(rate * RETRANSMISSION_BURST_S, self._rtx_tokens + rate * elapsed)
+        size = payload_size + PACKET_OVERHEAD
+        if self._rtx_tokens < size:
+            self.retransmissions_refused += 1
+            return False
+        self._rtx_tokens -= size
+        return True
+
+    def on_transport_feedback(self, feedback: TransportFeedback) -> None:
+        self.feedbacks += 1
+        results = self.history.on_feedback(feedback)
+        if results:
+            now = now_us()
+            self.estimator.on_feedback(results, now)
+
+    def on_receiver_report(self, fraction_lost: int) -> None:
+        """`fraction_lost` as on the wire (1/256 units), for one of our streams."""
+        self.fraction_lost = fraction_lost / 256
+        now = now_us()
+        self.estimator.on_receiver_report(fraction_lost, now)
+
+    def on_remb(self, bitrate: int) -> None:
+        """A subscriber without transport-cc still says what it can take."""
+        self.remb_bps = bitrate
+        now = now_us()
+        self.estimator.on_remb(bitrate, now)
+
+    @property
+    def estimate_bps(self) -> int | None:
+        """The downlink's estimate; None until the subscriber has said anything."""
+        if not self.feedbacks and self.remb_bps is None:
+            return None
+        return self.estimator.estimate_bps
+
+    @property
+    def limiting_bps(self) -> int | None:
+        """The estimate when it is what limits this subscriber (it saw congestion lately),
+        else None: an estimate that merely trails what is sent must not cap the sender."""
+        estimate = self.estimate_bps
+        if estimate is None:
+            return None
+        if self.estimator.limited_by == "remb":
+            return estimate  # the subscriber said so itself
+        cut = self.estimator.last_cut_us
+        if cut is None or cut == self._released_cut:
+            return None
+        now = now_us()
+        delivered = self.estimator.delivered.rate_bps() or 0
+        if cut != self._cut_seen:
+            self._cut_seen = cut
+            self._capacity = max(self._capacity, delivered or estimate)
+        elif now - cut < CAPACITY_WINDOW_US:
+            # the most the link carried around a cut, while it was dropping the rest
+            self._capacity = max(self._capacity, delivered)
+        if (
+            now - cut >= CONGESTION_MEMORY_US
+            and estimate >= RELEASE_ABOVE_CAPACITY * self._capacity
+        ):
+            self._released_cut, self._capacity = cut, 0
+            return None
+        return estimate
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "estimateBps": self.estimate_bps,
+            "limitingBps": self.limiting_bps,
+            "rembBps": self.remb_bps,
+            "fractionLost": round(self.fraction_lost, 4),
+            "transportCcPacketsSent": self.packets_sent,
+            "transportCcFeedbacks": self.feedbacks,
+            "retransmissionsRefused": self.retransmissions_refused,
+            **self.estimator.stats(),
+        }
