@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aiohttp import web
-
 from aiosfu import __version__, tls
 from aiosfu.cluster.cli import add_cluster_parsers
 from aiosfu.config import load_config
 from aiosfu.ingest_cli import add_ingest_parser
 from aiosfu.log import configure
 from aiosfu.peer_cli import add_peer_parser
+from aiosfu.signal import http_guard
 from aiosfu.token_cli import add_token_parser
 
 
@@ -50,14 +49,7 @@ def _serve(args: argparse.Namespace) -> None:
         f"aiosfu {__version__}: open {scheme}://{config.host}:{config.port}/ in two browser tabs",
         flush=True,
     )
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        ssl_context=context,
-        print=None,
-        access_log=None,
-    )
+    http_guard.run_app(app, config.host, config.port, config.http_guard_limits(), context)
 
 
 def build_parser() -> argparse.ArgumentParser:

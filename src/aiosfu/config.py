@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aiosfu.signal.http_guard import GuardLimits
+
 SAMPLE_PATH = Path(__file__).with_name("config.sample.toml")
 
 
@@ -101,6 +103,9 @@ class Config(BaseModel):
     max_peer_connections: int = Field(4000, ge=1)
     max_connections: int = Field(4000, ge=1)
     max_offer_media: int = Field(16, ge=1, le=256)
+    http_header_timeout: float = Field(10.0, gt=0)
+    http_max_pending: int = Field(512, ge=1)
+    http_max_pending_per_ip: int = Field(64, ge=1)
     turn_urls: list[str] = Field(default_factory=list)
     turn_secret: str = ""
     turn_ttl: int = Field(86400, ge=60)
@@ -118,6 +123,13 @@ class Config(BaseModel):
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together")
         return self
+
+    def http_guard_limits(self) -> GuardLimits:
+        return GuardLimits(
+            header_timeout=self.http_header_timeout,
+            max_pending=self.http_max_pending,
+            max_pending_per_ip=self.http_max_pending_per_ip,
+        )
 
 
 # Env vars taken as they are, never parsed as JSON (a room directory named "2024" stays text).

@@ -6,11 +6,10 @@ import argparse
 import asyncio
 from typing import Any
 
-from aiohttp import web
-
 from aiosfu import __version__
 from aiosfu.config import Config, load_config
 from aiosfu.log import configure
+from aiosfu.signal import http_guard
 
 
 def _load(args: argparse.Namespace, top: dict[str, Any], section: str) -> Config:
@@ -34,7 +33,7 @@ def _signal(args: argparse.Namespace) -> None:
         f"aiosfu signal {config.signal_id} ({__version__}): ws://{config.host}:{config.port}/ws",
         flush=True,
     )
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    http_guard.run_app(app, config.host, config.port, config.http_guard_limits())
 
 
 def _sfu(args: argparse.Namespace) -> None:

@@ -1,0 +1,188 @@
+"""Half-open HTTP connections: a deadline for request headers and caps on how many wait.
+
+A client that opens TCP and then sends its request headers a byte at a time (or nothing:
+slowloris) holds a file descriptor until aiohttp's keep-alive timeout, 75 s, and nothing
+bounds how many such connections exist: 300 of them held their fds for 80-90 s. aiohttp
+has no header-read timeout and no connection cap of its own, and `web.run_app` takes no
+protocol factory, so this is hand-written: the server is started from a `web.AppRunner`
+with `loop.create_server`, and each aiohttp `RequestHandler` is wrapped in a small
+protocol that starts a timer when the connection is made. A middleware (the first point
+where aiohttp hands over a request whose headers are complete) stops it. A connection
+still waiting for its headers when the timer fires is aborted; past `max_pending` such
+connections on the server, or `max_pending_per_ip` from one address, a new one is
+aborted at once. Established WebSocket peers and requests being served are never counted,
+so a refusal touches only the newcomer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+from aiohttp import web
+
+from aiosfu.log import get_logger
+
+log = get_logger("aiosfu.http")
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    header_timeout: float = 10.0  # seconds from connect to complete request headers
+    max_pending: int = 512  # connections without complete headers, on this server
+    max_pending_per_ip: int = 64  # the same, from one client address
+
+
+def _client_ip(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Passes every event to aiohttp's handler; only adds the header deadline."""
+
+    def __init__(self, guard: HttpGuard, inner: asyncio.Protocol) -> None:
+        self._guard = guard
+        self._inner = inner
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ip = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # a TCP or TLS stream
+        self._ip = _client_ip(transport)
+        self._inner.connection_made(transport)
+        if not self._guard._admit(self):
+            self._transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._guard.limits.header_timeout, self._expire)
+
+    def headers_complete(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._guard._release(self)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._guard._release(self)
+        log.debug("http-header-timeout", ip=self._ip)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.headers_complete()
+        self._guard._forget(self)
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class HttpGuard:
+    def __init__(self, limits: GuardLimits) -> None:
+        self.limits = limits
+        self._pending = 0
+        self._per_ip: Counter[str] = Counter()
+        self._by_transport: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def wrap(self, inner: asyncio.Protocol) -> asyncio.Protocol:
+        return _GuardedProtocol(self, inner)
+
+    def _admit(self, conn: _GuardedProtocol) -> bool:
+        if self._pending >= self.limits.max_pending:
+            log.debug("http-refused", ip=conn._ip, reason="server-pending-limit")
+            return False
+        if self._per_ip[conn._ip] >= self.limits.max_pending_per_ip:
+            log.debug("http-refused", ip=conn._ip, reason="ip-pending-limit")
+            return False
+        self._pending += 1
+        self._per_ip[conn._ip] += 1
+        assert conn._transport is not None
+        self._by_transport[conn._transport] = conn
+        return True
+
+    def _release(self, conn: _GuardedProtocol) -> None:
+        self._pending -= 1
+        self._per_ip[conn._ip] -= 1
+        if self._per_ip[conn._ip] <= 0:
+            del self._per_ip[conn._ip]
+
+    def _forget(self, conn: _GuardedProtocol) -> None:
+        if conn._transport is not None:
+            self._by_transport.pop(conn._transport, None)
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        transport = request.transport
+        conn = self._by_transport.get(transport) if transport is not None else None
+        if conn is not None:
+            conn.headers_complete()
+        return await handler(request)
+
+
+async def _serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    guard: HttpGuard,
+) -> None:
+    app.middlewares.insert(0, guard.middleware)
+    runner = web.AppRunner(app, handle_signals=True, access_log=None)
+    await runner.setup()
+    server = runner.server
+    assert server is not None
+    loop = asyncio.get_running_loop()
+    # Over TLS the handler sees the connection only after the handshake, which gets
+    # the same deadline (asyncio's own default is 60 s).
+    handshake = guard.limits.header_timeout if ssl_context is not None else None
+    listener = await loop.create_server(
+        lambda: guard.wrap(server()),
+        host,
+        port,
+        ssl=ssl_context,
+        ssl_handshake_timeout=handshake,
+        backlog=128,
+    )
+    try:
+        await asyncio.Future()
+    finally:
+        listener.close()
+        await runner.cleanup()
+
+
+def run_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    limits: GuardLimits,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """`web.run_app` with the guard in front; SIGINT and SIGTERM shut down as it does."""
+    try:
+        asyncio.run(_serve(app, host, port, ssl_context, HttpGuard(limits)))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
