@@ -88,6 +88,8 @@ async def test_unconnected_publication_is_never_announced_and_is_removed_with_a_
     publication = await teacher.publish("r1", [ToneTrack(), PatternTrack(160, 120)])
     added = await bob.wait_for("stream-add", timeout=10)
     assert added["mid"] == publication.mid
+    # The server announces once its side is up; the client's side finishes a moment later.
+    await wait_for(lambda: publication.pc.connectionState == "connected", 10)
     assert publication.pc.connectionState == "connected"
     dave, pubs = await joined_with_pubs(quick_server, "dave")
     assert [p["mid"] for p in pubs] == [publication.mid]
