@@ -5,9 +5,17 @@ Redis keeps one hash per room and kind, so `join` answers with the whole cluster
 (no `KEYS` or `SCAN`):
 
 - `aiosfu:room:<rid>:members`: uid -> `{"uid", "signalid", "bizid"}`
-- `aiosfu:room:<rid>:pubs`: mid -> `{"mid", "uid", "rid", "sfuid", "minfo"}`
+- `aiosfu:room:<rid>:pubs`: mid -> `{"mid", "uid", "rid", "sfuid", "minfo", "sources",
+  "has_data"}`
 - `aiosfu:room:<rid>:meta`: `mode` and `capacity`, as the room's first joiner chose them
+- `aiosfu:room:<rid>:away`: uid -> `{"member", "pubs"}` of a member whose signal node is
+  gone, kept for its grace period so it can resume through another node
 - `aiosfu:rooms`: a set of the rids that have state, read by the sweeper only
+
+A join adds its member with one script (`JOIN_SCRIPT`): the room's size is checked
+against the cluster-wide limit and the member's away record taken in the same atomic
+step, so two signal nodes admitting the last seat at once cannot both win, and one
+resume adopts an away member's streams.
 
 Each room hash expires `ttl` seconds after the last refresh; every signal node with a
 member in the room refreshes it, so state of a room nobody serves any more goes by
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -29,7 +37,7 @@ import redis.exceptions
 from aiosfu.cluster.errors import ClusterError
 from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
-from aiosfu.room import Member, Publication
+from aiosfu.room import Member, Publication, RoomError
 
 log = get_logger("aiosfu.cluster.store")
 
@@ -48,10 +56,71 @@ def meta_key(rid: str) -> str:
     return f"aiosfu:room:{rid}:meta"
 
 
+def away_key(rid: str) -> str:
+    return f"aiosfu:room:{rid}:away"
+
+
+# KEYS: members, away. ARGV: uid, member JSON, limit (0: none).
+# Returns {1, away record or ""} when added, {0, ""} when the room is full. A member
+# already in the hash (a reconnect) is never refused.
+JOIN_SCRIPT = """
+local away = redis.call('HGET', KEYS[2], ARGV[1])
+if away then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local limit = tonumber(ARGV[3])
+if not away and limit > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= limit then
+  return {0, ''}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, away or ''}
+"""
+
+
+@dataclass(frozen=True)
+class Away:
+    """A member whose signal node is gone, with the streams it may resume."""
+
+    member: Member
+    pubs: list[Publication]
+
+
+def pub_dict(pub: Publication) -> dict[str, Any]:
+    info = asdict(pub)
+    return {k: info[k] for k in ("mid", "uid", "rid", "sfuid", "minfo", "sources", "has_data")}
+
+
+def pub_from(info: dict[str, Any]) -> Publication:
+    return Publication(**{**info, "sources": tuple(info.get("sources", ()))})
+
+
+def _away_from(raw: str) -> Away:
+    record = json.loads(raw)
+    return Away(Member(**record["member"]), [pub_from(p) for p in record["pubs"]])
+
+
 class Store(Protocol):
     async def load_room(self, rid: str) -> tuple[list[Member], list[Publication]]: ...
 
-    async def add_member(self, rid: str, member: Member) -> None: ...
+    async def add_member(self, rid: str, member: Member, limit: int = 0) -> Away | None:
+        """`room-full` when the room holds `limit` members cluster-wide; the member's away
+        record when it was away (it resumes), taken so no one else ends its streams."""
+        ...
+
+    async def set_away(self, rid: str, away: Away, ttl: float) -> None:
+        """The member leaves the room's members and publications for its away record."""
+        ...
+
+    async def take_away(self, rid: str, uid: str) -> bool:
+        """True for the one caller that removed the away record (it ends the streams)."""
+        ...
+
+    async def restore(
+        self, rid: str, members: Iterable[Member], pubs: Iterable[Publication]
+    ) -> None:
+        """Write this node's members and publications again (Redis lost them)."""
+        ...
 
     async def room_mode(self, rid: str) -> tuple[str, int] | None:
         """The mode and capacity the room's first joiner chose, if anyone did."""
@@ -69,7 +138,9 @@ class Store(Protocol):
 
     async def remove_publications(self, rid: str, mids: Iterable[str]) -> None: ...
 
-    async def refresh(self, rids: Iterable[str]) -> None: ...
+    async def refresh(self, rids: Iterable[str]) -> list[str]:
+        """Extend the rooms' TTLs; the rids whose members hash was gone."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -79,8 +150,7 @@ def _unavailable(exc: Exception) -> ClusterError:
 
 
 def _pub_json(pub: Publication) -> str:
-    info = asdict(pub)
-    return json.dumps({k: info[k] for k in ("mid", "uid", "rid", "sfuid", "minfo")})
+    return json.dumps(pub_dict(pub))
 
 
 class RedisStore:
@@ -94,10 +164,10 @@ class RedisStore:
             retry_on_timeout=False,
         )
 
-    async def _run(self, *commands: tuple[Any, ...]) -> list[Any]:
+    async def _run(self, *commands: tuple[Any, ...], atomic: bool = False) -> list[Any]:
         """One round trip for the commands; Redis away is `cluster-unavailable`."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=atomic) as pipe:
                 for name, *args in commands:
                     getattr(pipe, name)(*args)
                 result: list[Any] = await pipe.execute()
@@ -110,7 +180,7 @@ class RedisStore:
             ("hgetall", members_key(rid)), ("hgetall", pubs_key(rid))
         )
         members = [Member(**json.loads(v)) for v in raw_members.values()]
-        pubs = [Publication(**json.loads(v)) for v in raw_pubs.values()]
+        pubs = [pub_from(json.loads(v)) for v in raw_pubs.values()]
         return members, pubs
 
     def _expire(self, rid: str) -> list[tuple[Any, ...]]:
@@ -131,12 +201,43 @@ class RedisStore:
             ("expire", meta_key(rid), self.ttl),
         )
 
-    async def add_member(self, rid: str, member: Member) -> None:
-        await self._run(
-            ("hset", members_key(rid), member.uid, json.dumps(asdict(member))),
+    async def add_member(self, rid: str, member: Member, limit: int = 0) -> Away | None:
+        (added, away), *_ = await self._run(
+            ("eval", JOIN_SCRIPT, 2, members_key(rid), away_key(rid), member.uid,
+             json.dumps(asdict(member)), limit),
             ("sadd", ROOMS_KEY, rid),
             *self._expire(rid),
-        )
+        )  # fmt: skip
+        if not added:
+            raise RoomError(
+                ErrorCode.ROOM_FULL, f"room {rid!r} holds at most {limit} members (cluster-wide)"
+            )
+        return _away_from(away) if away else None
+
+    async def set_away(self, rid: str, away: Away, ttl: float) -> None:
+        record = {"member": asdict(away.member), "pubs": [pub_dict(p) for p in away.pubs]}
+        commands: list[tuple[Any, ...]] = [
+            ("hset", away_key(rid), away.member.uid, json.dumps(record)),
+            ("expire", away_key(rid), int(max(ttl, self.ttl))),
+            ("hdel", members_key(rid), away.member.uid),
+        ]
+        if away.pubs:
+            commands.append(("hdel", pubs_key(rid), *[p.mid for p in away.pubs]))
+        await self._run(*commands)
+
+    async def take_away(self, rid: str, uid: str) -> bool:
+        (taken,) = await self._run(("hdel", away_key(rid), uid))
+        return bool(taken)
+
+    async def restore(
+        self, rid: str, members: Iterable[Member], pubs: Iterable[Publication]
+    ) -> None:
+        commands: list[tuple[Any, ...]] = [
+            ("hset", members_key(rid), m.uid, json.dumps(asdict(m))) for m in members
+        ]
+        commands += [("hset", pubs_key(rid), p.mid, _pub_json(p)) for p in pubs]
+        if commands:
+            await self._run(*commands, ("sadd", ROOMS_KEY, rid), *self._expire(rid))
 
     async def remove_member(self, rid: str, uid: str, mids: Iterable[str]) -> None:
         mids = list(mids)
@@ -157,10 +258,14 @@ class RedisStore:
         if mids:
             await self._run(("hdel", pubs_key(rid), *mids))
 
-    async def refresh(self, rids: Iterable[str]) -> None:
+    async def refresh(self, rids: Iterable[str]) -> list[str]:
+        rids = list(rids)
         commands = [c for rid in rids for c in self._expire(rid)]
-        if commands:
-            await self._run(*commands)
+        if not commands:
+            return []
+        results = await self._run(*commands)
+        per_room = len(commands) // len(rids)
+        return [rid for i, rid in enumerate(rids) if not results[i * per_room]]
 
     async def sweep(self, owned: set[str]) -> list[str]:
         """Drop the state of rooms with no SFU owner in `owned`; the rids dropped.
@@ -176,7 +281,7 @@ class RedisStore:
         live = await self._run(*[("exists", members_key(rid)) for rid in gone])
         dropped = [rid for rid, alive in zip(gone, live, strict=True) if not alive]
         commands: list[tuple[Any, ...]] = [
-            ("delete", key(rid)) for rid in dropped for key in (pubs_key, meta_key)
+            ("delete", key(rid)) for rid in dropped for key in (pubs_key, meta_key, away_key)
         ]
         if dropped:
             commands.append(("srem", ROOMS_KEY, *dropped))
@@ -195,12 +300,33 @@ class MemoryStore:
         self.members: dict[str, dict[str, Member]] = {}
         self.pubs: dict[str, dict[str, Publication]] = {}
         self.modes: dict[str, tuple[str, int]] = {}
+        self.away: dict[str, dict[str, Away]] = {}
 
     async def load_room(self, rid: str) -> tuple[list[Member], list[Publication]]:
         return list(self.members.get(rid, {}).values()), list(self.pubs.get(rid, {}).values())
 
-    async def add_member(self, rid: str, member: Member) -> None:
-        self.members.setdefault(rid, {})[member.uid] = member
+    async def add_member(self, rid: str, member: Member, limit: int = 0) -> Away | None:
+        members = self.members.setdefault(rid, {})
+        away = self.away.get(rid, {}).pop(member.uid, None)
+        if away is None and limit and member.uid not in members and len(members) >= limit:
+            raise RoomError(ErrorCode.ROOM_FULL, f"room {rid!r} holds at most {limit} members")
+        members[member.uid] = member
+        return away
+
+    async def set_away(self, rid: str, away: Away, ttl: float) -> None:
+        self.away.setdefault(rid, {})[away.member.uid] = away
+        await self.remove_member(rid, away.member.uid, [p.mid for p in away.pubs])
+
+    async def take_away(self, rid: str, uid: str) -> bool:
+        return self.away.get(rid, {}).pop(uid, None) is not None
+
+    async def restore(
+        self, rid: str, members: Iterable[Member], pubs: Iterable[Publication]
+    ) -> None:
+        for member in members:
+            self.members.setdefault(rid, {})[member.uid] = member
+        for pub in pubs:
+            await self.add_publication(pub)
 
     async def remove_member(self, rid: str, uid: str, mids: Iterable[str]) -> None:
         self.members.get(rid, {}).pop(uid, None)
@@ -219,8 +345,8 @@ class MemoryStore:
         for mid in mids:
             self.pubs.get(rid, {}).pop(mid, None)
 
-    async def refresh(self, rids: Iterable[str]) -> None:
-        return None
+    async def refresh(self, rids: Iterable[str]) -> list[str]:
+        return []
 
     async def close(self) -> None:
         return None
