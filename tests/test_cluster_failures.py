@@ -6,42 +6,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from aiosfu.client import Client
 from aiosfu.client.recovery import Recovery
-from tests.cluster import PEER_GRACE, Cluster, Node, start_cluster
+from tests.cluster import (
+    PEER_GRACE,
+    Cluster,
+    Node,
+    clients,
+    cluster,
+    connect,
+    signal_stats,
+    wait_for_discovery,
+)
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
-from tests.test_multinode import signal_stats, wait_for_discovery
 
 pytestmark = pytest.mark.media
 
+__all__ = ["clients", "cluster"]  # the fixtures
+
 LEASE_TTL = 5.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    asyncio.run(wait_for_discovery(running))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def connect(clients: list[Client], url: str, uid: str) -> Client:
-    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
-    clients.append(client)
-    return client
 
 
 async def not_(predicate) -> bool:
@@ -109,7 +96,7 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     cluster: Cluster, clients: list[Client]
 ) -> None:
     one, two = cluster.signals
-    await wait_for_discovery_of(cluster, 2)
+    await wait_for_discovery(cluster)
     gone = await connect(clients, one.ws_url, "leaving")
     stays = await connect(clients, two.ws_url, "staying")
     await gone.join("crash")
@@ -143,20 +130,11 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     cluster.signal_node("signal-1")  # back, as a restarted node would be
 
 
-async def wait_for_discovery_of(cluster: Cluster, sfus: int) -> None:
-    for node in cluster.signals:
-        for _ in range(100):
-            stats = await signal_stats(node.http_url)
-            if len(stats["signal"]["cluster"]["sfu_nodes"]) == sfus:
-                break
-            await asyncio.sleep(0.1)
-
-
 async def test_a_draining_sfu_node_keeps_its_rooms_takes_no_new_ones_then_exits(
     cluster: Cluster, clients: list[Client]
 ) -> None:
     one, two = cluster.signals
-    await wait_for_discovery_of(cluster, 2)
+    await wait_for_discovery(cluster)
     teacher = await connect(clients, one.ws_url, "drain-teacher")
     student = await connect(clients, two.ws_url, "drain-student")
     await teacher.join("draining")

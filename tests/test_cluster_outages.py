@@ -6,42 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, clients, cluster, connect
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
-from tests.test_multinode import wait_for_discovery
 
 pytestmark = pytest.mark.media
 
+__all__ = ["clients", "cluster"]  # the fixtures
+
 OUTAGE = 30.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    asyncio.run(wait_for_discovery(running))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def connect(clients: list[Client], url: str, uid: str) -> Client:
-    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
-    clients.append(client)
-    return client
 
 
 @pytest.mark.parametrize("engine", ["redis", "nats", "etcd"])

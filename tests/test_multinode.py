@@ -4,58 +4,19 @@ signal nodes as if it were one server, and media crosses them without being deco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, clients, cluster, connect, signal_stats
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
 
 pytestmark = pytest.mark.media
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    asyncio.run(wait_for_discovery(running))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def connect(clients: list[Client], url: str, uid: str) -> Client:
-    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
-    clients.append(client)
-    return client
-
-
-async def wait_for_discovery(cluster: Cluster) -> None:
-    """Both signal nodes know both SFU nodes (from etcd, within one load refresh)."""
-    for node in cluster.signals:
-        for _ in range(100):
-            stats = await signal_stats(node.http_url)
-            if stats["signal"]["cluster"]["sfu_nodes"] == ["sfu-1", "sfu-2"]:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"{node.name} never saw both SFU nodes: {stats}")
-
-
-async def signal_stats(url: str) -> dict:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
-        return await response.json()
+__all__ = ["clients", "cluster"]  # the fixtures
 
 
 async def test_a_room_spans_both_signal_nodes(cluster: Cluster, clients: list[Client]) -> None:
