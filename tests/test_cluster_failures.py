@@ -130,6 +130,70 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     cluster.signal_node("signal-1")  # back, as a restarted node would be
 
 
+async def test_a_peer_resumes_through_the_other_signal_node(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """`quick` comes back before its node's loss is noticed: nobody sees anything change.
+    `late` comes back after its peers saw it leave, within the grace period: the same
+    stream comes back. Both streams outlive the grace period on the SFU node."""
+    await wait_for_discovery(cluster)
+    doomed = next(node for node in cluster.signals if node.name == "signal-1")
+    survivor = next(node for node in cluster.signals if node is not doomed)
+    quick = await connect(clients, doomed.ws_url, "resume-quick")
+    late = await connect(clients, doomed.ws_url, "resume-late")
+    watcher = await connect(clients, survivor.ws_url, "resume-watcher")
+    for client in (quick, late, watcher):
+        await client.join("resume")
+    quick_pub = await quick.publish("resume", [PatternTrack(160, 120)])
+    late_pub = await late.publish("resume", [PatternTrack(160, 120)])
+    for uid in ("resume-quick", "resume-late"):
+        await watcher.signaling.wait_for("stream-add", lambda d, u=uid: d["uid"] == u, timeout=5)
+    subscription = await watcher.subscribe("resume", quick_pub.mid, quick_pub.sfuid, ("video",))
+    video = await watch_frames(subscription, 10, 15)
+    seen = watcher.signaling.received
+
+    doomed.kill()  # SIGKILL
+    killed = time.monotonic()
+    assert await quick.resume(survivor.ws_url) == {"resume": [quick_pub.mid]}
+    quick_after = time.monotonic() - killed
+    left = await watcher.signaling.wait_for(
+        "peer-leave", lambda d: d["uid"] == "resume-late", start=seen, timeout=LEASE_TTL + 5
+    )
+    assert left == {"rid": "resume", "uid": "resume-late"}
+    assert await late.resume(survivor.ws_url) == {"resume": [late_pub.mid]}
+    late_after = time.monotonic() - killed
+    back = await watcher.signaling.wait_for(
+        "stream-add", lambda d: d["uid"] == "resume-late", start=seen, timeout=2
+    )
+    assert back["mid"] == late_pub.mid  # the same stream: it never ended on the SFU node
+    await watcher.signaling.wait_for("peer-join", lambda d: d["uid"] == "resume-late", start=seen)
+
+    await asyncio.sleep(PEER_GRACE + 1)  # past the grace period of the lost node's peers
+    since = list(watcher.signaling.notifications)[seen - watcher.signaling.received :]
+    assert [m for m, d in since if d.get("uid") == "resume-quick"] == []  # no churn at all
+    frames = video.frames
+    await asyncio.sleep(1)
+    assert video.frames > frames + 10  # its media never stopped
+
+    async def live(mid: str) -> bool:
+        nodes = (await signal_stats(survivor.http_url))["sfu"]["nodes"]
+        return any(mid in n.get("publications", {}) for n in nodes.values())
+
+    assert await live(quick_pub.mid) and await live(late_pub.mid)
+    print(f"\nresume: quick back {quick_after:.2f} s after the kill (unnoticed), late back "
+          f"{late_after:.2f} s after it (grace {PEER_GRACE:.0f} s)")  # fmt: skip
+    # The streams are the resumed peers' own on their new node.
+    await quick.unpublish(quick.publications[quick_pub.mid])
+    removed = await watcher.signaling.wait_for(
+        "stream-remove", lambda d: d["mid"] == quick_pub.mid, start=seen, timeout=5
+    )
+    assert removed["uid"] == "resume-quick"
+    await wait_for(lambda: not_(lambda: live(quick_pub.mid)), 5)
+    await video.stop()
+    cluster.signals.remove(doomed)
+    cluster.signal_node("signal-1")
+
+
 async def test_a_draining_sfu_node_keeps_its_rooms_takes_no_new_ones_then_exits(
     cluster: Cluster, clients: list[Client]
 ) -> None:

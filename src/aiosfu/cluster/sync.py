@@ -225,7 +225,10 @@ class RoomSync:
             kept = [p for p in room.publications.values() if p.uid == uid]
             self.service.rooms.leave(rid, uid)  # quietly: it stays in everyone's view
         try:
-            response = await self._handler("join")(session, data)
+            if moved is not None:  # our members know it already: no second peer-join
+                response = await self.service.join(session, data, announce=False)
+            else:
+                response = await self._handler("join")(session, data)
         except CodedError:
             room = self.service.rooms.get(rid)
             if room is None or uid not in room.members:
