@@ -8,9 +8,11 @@ import asyncio
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
+from aiosfu.cluster.store import members_key, pubs_key
 from tests.cluster import Cluster, clients, cluster, connect
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
@@ -20,6 +22,10 @@ pytestmark = pytest.mark.media
 __all__ = ["clients", "cluster"]  # the fixtures
 
 OUTAGE = 30.0
+
+
+async def members_in(state: aioredis.Redis, rid: str, uids: set[str]) -> bool:
+    return set(await state.hkeys(members_key(rid))) == uids
 
 
 @pytest.mark.parametrize("engine", ["redis", "nats", "etcd"])
@@ -32,7 +38,7 @@ async def test_an_engine_outage_never_ends_a_live_class(
     student = await connect(clients, two.ws_url, f"student-{engine}")
     await teacher.join(rid)
     await student.join(rid)
-    await teacher.publish(rid, [PatternTrack(320, 240)])
+    publication = await teacher.publish(rid, [PatternTrack(320, 240)])
     added = await student.signaling.wait_for("stream-add", timeout=5)
     subscription = await student.subscribe(rid, added["mid"], added["sfuid"], ("video",))
     counter = FrameCounter(await wait_for_track(subscription, "video")).start()
@@ -70,12 +76,25 @@ async def test_an_engine_outage_never_ends_a_live_class(
         except SignalingError:
             await asyncio.sleep(0.2)
     assert joined is not None, "joins still refused 10 s after the engine came back"
-    print(f"\n{engine} outage: joins again {time.monotonic() - restarted:.2f} s after restart; "
-          f"frames per 5 s during it: {samples}")  # fmt: skip
-    publication = await newcomer.publish(f"{rid}-after", [PatternTrack(160, 120)])
-    assert publication.sfuid in {"sfu-1", "sfu-2"}
+    rejoined = time.monotonic() - restarted
+    if engine == "redis":  # it came back empty: no dump, no append-only file
+        assert not any(cluster.engines.redis.directory.glob("*.rdb"))
+        assert not any(cluster.engines.redis.directory.glob("appendonly*"))
+    # The class's state is in Redis again: each signal node wrote its own members back.
+    state = aioredis.from_url(cluster.engines.redis_url, decode_responses=True)
+    try:
+        want = {teacher.uid, student.uid}
+        await wait_for(lambda: members_in(state, rid, want), 10)
+        assert set(await state.hkeys(pubs_key(rid))) == {publication.mid}
+    finally:
+        await state.aclose()
+    resynced = time.monotonic() - restarted
+    print(f"\n{engine} outage: joins again {rejoined:.2f} s after restart; state in Redis "
+          f"after {resynced:.2f} s; frames per 5 s during it: {samples}")  # fmt: skip
+    fresh = await newcomer.publish(f"{rid}-after", [PatternTrack(160, 120)])
+    assert fresh.sfuid in {"sfu-1", "sfu-2"}
     late = await connect(clients, one.ws_url, f"late-{engine}")
-    assert [p["mid"] for p in (await late.join(f"{rid}-after"))["pubs"]] == [publication.mid]
+    assert [p["mid"] for p in (await late.join(f"{rid}-after"))["pubs"]] == [fresh.mid]
     before = counter.frames
     await asyncio.sleep(2)
     assert counter.frames > before  # the class went on
