@@ -158,6 +158,12 @@ async def test_remove_on_one_node_takes_out_a_member_of_the_other(
     stats = await signal_stats(one.http_url, keyed.admin_token)
     assert stats["signal"]["rooms"][rid]["members"] == ["classmate", "teacher"]
 
+    # Node 2 forgets the room once nobody there is in it (a departure elsewhere tidies
+    # up); the removal still holds there, from Redis.
+    visitor = await member(clients, two.ws_url, "visitor", "student", "elsewhere")
+    await visitor.leave("elsewhere")
+    await refused(student.join(rid), "forbidden", "removed")
+
 
 async def test_the_member_limit_counts_across_both_nodes(
     keyed: Cluster, clients: list[Client]
@@ -198,3 +204,35 @@ async def test_the_member_limit_counts_across_both_nodes(
             await asyncio.sleep(0.1)
     assert entered
     await refused(outside[1].join(rid), "room-full", "members")
+
+
+async def test_a_student_resumed_on_another_node_keeps_the_grants_the_teacher_gave(
+    keyed: Cluster, clients: list[Client]
+) -> None:
+    """Last in this module: it kills a signal node."""
+    one, two = keyed.signals
+    rid = "resume-grants"
+    teacher = await member(clients, one.ws_url, "teacher", "teacher", rid)
+    student = await member(clients, two.ws_url, "student", "student", rid)
+    await teacher.signaling.wait_for("peer-join", lambda d: d["uid"] == "student", timeout=5)
+    await teacher.update_grants(rid, "student", canPublish=True)
+    publication = await student.publish(rid, [PatternTrack(160, 120)])
+    added = await teacher.signaling.wait_for("stream-add", timeout=5)
+    video = await frames_flowing(await teacher.subscribe(rid, added["mid"], added["sfuid"]))
+
+    two.kill()  # SIGKILL
+    resumed = await student.resume(one.ws_url, token=token("student", "student", rid))
+    assert resumed == {rid: [publication.mid]}
+    # The token says canPublish false; the teacher's decision holds.
+    second = await student.publish(rid, [PatternTrack(160, 120)])
+    frames = video.frames
+    await wait_for(lambda: video.frames > frames + 10, 5)  # the resumed stream goes on
+
+    seen = teacher.signaling.received
+    await teacher.update_grants(rid, "student", canPublish=False)  # now on node 1
+    for mid in (publication.mid, second.mid):
+        await teacher.signaling.wait_for("stream-remove", lambda d, m=mid: d["mid"] == m,
+                                         start=seen, timeout=2)  # fmt: skip
+    await stopped_within(video, 1.0)
+    await video.stop()
+    keyed.signals.remove(two)

@@ -11,6 +11,10 @@ the withdrawal of what the new grants no longer cover (its publications are unpu
 on the SFU node, its subscriptions closed). The admin's node has checked the admin's own
 grants; the reply carries the target node's answer (the grants now in force, or the
 refusal with its code). No responder means the member's node is gone: `not-in-room`.
+
+What must outlive a node is kept in Redis: the grants a room admin set (a member resuming
+through another node keeps them) and the removed uids (no node lets them join again while
+the room lasts; a node loads them when it starts following the room).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiosfu.cluster.bus import Bus, Gone, stage_subject
+from aiosfu.cluster.errors import ClusterError
 from aiosfu.cluster.sync import RoomSync
 from aiosfu.contract import CodedError, ErrorCode
 from aiosfu.log import get_logger
@@ -37,6 +42,7 @@ class ClusterStage:
         self.bus = bus
         stage.elsewhere = self
         sync.listeners.append(self._heard)
+        sync.attach_listeners.append(self._attached)
 
     async def start(self) -> None:
         await self.bus.subscribe(stage_subject(self.sync.me), self._act)
@@ -44,6 +50,13 @@ class ClusterStage:
     # --- Elsewhere --------------------------------------------------------------------
 
     async def announce(self, rid: str, method: str, data: dict[str, Any]) -> None:
+        try:
+            if method == "grants-updated":
+                await self.sync.store.set_grants(rid, data["uid"], data["grants"])
+            elif method == "peer-removed":
+                await self.sync.store.add_removed(rid, data["uid"])
+        except ClusterError as exc:  # in force here and announced; kept once Redis is back
+            log.warning("stage-state-not-kept", rid=rid, method=method, reason=exc.reason)
         await self.sync.send(rid, method, data)
 
     async def act(
@@ -78,6 +91,11 @@ class ClusterStage:
         log.info("stage-action", action=message["action"], rid=message["rid"],
                  uid=message["uid"], by=message["by"])  # fmt: skip
         return {"data": data}
+
+    async def _attached(self, rid: str) -> None:
+        removed = await self.sync.store.removed(rid)
+        if removed:
+            self.stage.removed.setdefault(rid, set()).update(removed)
 
     def _heard(self, method: str, message: dict[str, Any]) -> None:
         if method in ANNOUNCEMENTS:

@@ -10,6 +10,10 @@ Redis keeps one hash per room and kind, so `join` answers with the whole cluster
 - `aiosfu:room:<rid>:meta`: `mode` and `capacity`, as the room's first joiner chose them
 - `aiosfu:room:<rid>:away`: uid -> `{"member", "pubs"}` of a member whose signal node is
   gone, kept for its grace period so it can resume through another node
+- `aiosfu:room:<rid>:grants`: uid -> grants a room admin set (`update-grants`), JSON;
+  a member that resumes through another node keeps them
+- `aiosfu:room:<rid>:removed`: a set of the uids a room admin removed (`remove`): they
+  may not join again through any node while the room lasts
 - `aiosfu:rooms`: a set of the rids that have state, read by the sweeper only
 
 A join adds its member with one script (`JOIN_SCRIPT`): the room's size is checked
@@ -58,6 +62,14 @@ def meta_key(rid: str) -> str:
 
 def away_key(rid: str) -> str:
     return f"aiosfu:room:{rid}:away"
+
+
+def grants_key(rid: str) -> str:
+    return f"aiosfu:room:{rid}:grants"
+
+
+def removed_key(rid: str) -> str:
+    return f"aiosfu:room:{rid}:removed"
 
 
 # KEYS: members, away. ARGV: uid, member JSON, limit (0: none).
@@ -136,6 +148,14 @@ class Store(Protocol):
 
     async def add_publication(self, pub: Publication) -> None: ...
 
+    async def set_grants(self, rid: str, uid: str, grants: dict[str, Any]) -> None: ...
+
+    async def grants_of(self, rid: str, uid: str) -> dict[str, Any] | None: ...
+
+    async def add_removed(self, rid: str, uid: str) -> None: ...
+
+    async def removed(self, rid: str) -> set[str]: ...
+
     async def remove_publications(self, rid: str, mids: Iterable[str]) -> None: ...
 
     async def refresh(self, rids: Iterable[str]) -> list[str]:
@@ -188,6 +208,8 @@ class RedisStore:
             ("expire", members_key(rid), self.ttl),
             ("expire", pubs_key(rid), self.ttl),
             ("expire", meta_key(rid), self.ttl),
+            ("expire", grants_key(rid), self.ttl),
+            ("expire", removed_key(rid), self.ttl),
         ]
 
     async def room_mode(self, rid: str) -> tuple[str, int] | None:
@@ -241,10 +263,30 @@ class RedisStore:
 
     async def remove_member(self, rid: str, uid: str, mids: Iterable[str]) -> None:
         mids = list(mids)
-        commands: list[tuple[Any, ...]] = [("hdel", members_key(rid), uid)]
+        commands: list[tuple[Any, ...]] = [
+            ("hdel", members_key(rid), uid),
+            ("hdel", grants_key(rid), uid),
+        ]
         if mids:
             commands.append(("hdel", pubs_key(rid), *mids))
         await self._run(*commands)
+
+    async def set_grants(self, rid: str, uid: str, grants: dict[str, Any]) -> None:
+        await self._run(
+            ("hset", grants_key(rid), uid, json.dumps(grants)),
+            ("expire", grants_key(rid), self.ttl),
+        )
+
+    async def grants_of(self, rid: str, uid: str) -> dict[str, Any] | None:
+        (raw,) = await self._run(("hget", grants_key(rid), uid))
+        return json.loads(raw) if raw else None
+
+    async def add_removed(self, rid: str, uid: str) -> None:
+        await self._run(("sadd", removed_key(rid), uid), ("expire", removed_key(rid), self.ttl))
+
+    async def removed(self, rid: str) -> set[str]:
+        (uids,) = await self._run(("smembers", removed_key(rid)))
+        return {str(uid) for uid in uids}
 
     async def add_publication(self, pub: Publication) -> None:
         await self._run(
@@ -280,9 +322,8 @@ class RedisStore:
             return []
         live = await self._run(*[("exists", members_key(rid)) for rid in gone])
         dropped = [rid for rid, alive in zip(gone, live, strict=True) if not alive]
-        commands: list[tuple[Any, ...]] = [
-            ("delete", key(rid)) for rid in dropped for key in (pubs_key, meta_key, away_key)
-        ]
+        keys = (pubs_key, meta_key, away_key, grants_key, removed_key)
+        commands: list[tuple[Any, ...]] = [("delete", key(rid)) for rid in dropped for key in keys]
         if dropped:
             commands.append(("srem", ROOMS_KEY, *dropped))
             await self._run(*commands)
@@ -301,6 +342,8 @@ class MemoryStore:
         self.pubs: dict[str, dict[str, Publication]] = {}
         self.modes: dict[str, tuple[str, int]] = {}
         self.away: dict[str, dict[str, Away]] = {}
+        self.grants: dict[str, dict[str, dict[str, Any]]] = {}
+        self.removals: dict[str, set[str]] = {}
 
     async def load_room(self, rid: str) -> tuple[list[Member], list[Publication]]:
         return list(self.members.get(rid, {}).values()), list(self.pubs.get(rid, {}).values())
@@ -330,7 +373,20 @@ class MemoryStore:
 
     async def remove_member(self, rid: str, uid: str, mids: Iterable[str]) -> None:
         self.members.get(rid, {}).pop(uid, None)
+        self.grants.get(rid, {}).pop(uid, None)
         await self.remove_publications(rid, mids)
+
+    async def set_grants(self, rid: str, uid: str, grants: dict[str, Any]) -> None:
+        self.grants.setdefault(rid, {})[uid] = grants
+
+    async def grants_of(self, rid: str, uid: str) -> dict[str, Any] | None:
+        return self.grants.get(rid, {}).get(uid)
+
+    async def add_removed(self, rid: str, uid: str) -> None:
+        self.removals.setdefault(rid, set()).add(uid)
+
+    async def removed(self, rid: str) -> set[str]:
+        return set(self.removals.get(rid, set()))
 
     async def room_mode(self, rid: str) -> tuple[str, int] | None:
         return self.modes.get(rid)

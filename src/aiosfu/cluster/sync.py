@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
 
@@ -38,6 +38,7 @@ from aiosfu.cluster.store import Away, Store, pub_dict, pub_from
 from aiosfu.contract import CodedError, ErrorCode
 from aiosfu.log import get_logger
 from aiosfu.room import Member, Publication, Room, RoomError
+from aiosfu.signal.grants import Grants
 from aiosfu.signal.protocol import BroadcastData, JoinData, PublishData, UnpublishData
 from aiosfu.signal.service import Handler, SignalService
 from aiosfu.signal.session import PeerSession
@@ -82,6 +83,8 @@ class RoomSync:
         self._unsynced = False  # a refresh failed: check everything on the next one
         # Extensions hear each event of the other nodes (method, message) once applied.
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        # ... and load their own state of a room this node starts following (rid).
+        self.attach_listeners: list[Callable[[str], Awaitable[None]]] = []
         originals = {m: h for m, (_, h) in service.handlers.items()}
         self._original = originals
         service.register("join", JoinData, self._join)
@@ -131,6 +134,8 @@ class RoomSync:
             subscription = await self.bus.subscribe(room_subject(rid), self._on_event)
             try:
                 members, pubs = await self.store.load_room(rid)
+                for listener in self.attach_listeners:
+                    await listener(rid)
             except ClusterError:
                 await subscription.unsubscribe()
                 raise
@@ -233,6 +238,7 @@ class RoomSync:
             room = self.service.rooms.get(rid)
             if room is None or uid not in room.members:
                 await self._undo_join(rid, uid, moved, kept, away)
+                await self._detach_if_unused(rid)  # a refused joiner follows nothing
             raise
         room = self.service.rooms.get(rid)
         if room is not None:
@@ -246,6 +252,11 @@ class RoomSync:
         adopted = self._adopt(room, uid, kept, announce=moved is None)
         with contextlib.suppress(ClusterError):
             await self.store.restore(rid, [], adopted)
+            # A room admin's changes hold as they did on the old node, not the token's.
+            if (grants := await self.store.grants_of(rid, uid)) is not None:
+                session.grants[rid] = Grants.model_validate(grants)
+                if "grants" in response:
+                    response["grants"] = session.grants[rid].claim()
         await self.send(rid, "peer-resume", info, member=asdict(room.members[uid]),
                         pubs=[pub_dict(p) for p in adopted])  # fmt: skip
         log.info("peer-resumed", rid=rid, uid=uid, mids=",".join(p.mid for p in adopted),
