@@ -141,6 +141,27 @@ async def test_fifty_races_for_a_new_room_from_both_signal_nodes_end_with_one_ow
     assert {r[0] for r in results} == {"sfu-1", "sfu-2"}
 
 
+async def test_a_stream_is_announced_on_the_other_node_only_once_it_connects(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """As on one node: a publication whose transport never connects is never announced."""
+    one, two = cluster.signals
+    stuck = await connect(clients, one.ws_url, "stuck-publisher")
+    viewer = await connect(clients, two.ws_url, "stuck-viewer")
+    await stuck.join("stuck")
+    await viewer.join("stuck")
+    minfo = {"audio": False, "video": True, "audiotype": 0, "videotype": 0}
+    offer = {"type": "offer", "sdp": await canned_offer()}  # its peer connection is closed
+    await stuck.request("publish", {"rid": "stuck", "jsep": offer, "minfo": minfo})
+    live = await connect(clients, one.ws_url, "live-publisher")
+    await live.join("stuck")
+    publication = await live.publish("stuck", [PatternTrack(160, 120)])
+    added = await viewer.signaling.wait_for("stream-add", timeout=5)
+    assert added["mid"] == publication.mid  # the connected one, and it alone
+    late = await connect(clients, two.ws_url, "stuck-late")
+    assert [p["mid"] for p in (await late.join("stuck"))["pubs"]] == [publication.mid]
+
+
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
 
 

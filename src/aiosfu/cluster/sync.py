@@ -92,6 +92,7 @@ class RoomSync:
         service.register("unpublish", UnpublishData, self._unpublish)
         service.register("broadcast", BroadcastData, self._broadcast)
         service.departure_listeners.append(self._departed)
+        service.event_listeners.append(self._service_event)
         registry.on_owner_lost(self._owner_lost)
         registry.on_node_lost(self._node_lost)
         service.stat_sources["cluster"] = self.stats
@@ -307,14 +308,21 @@ class RoomSync:
             await self.store.remove_member(rid, uid, [])
 
     async def _publish(self, session: PeerSession, data: PublishData) -> dict[str, Any]:
-        response = await self._handler("publish")(session, data)
-        room = self.service.rooms.get(data.rid)
-        pub = room.publications.get(response["mid"]) if room is not None else None
-        if pub is not None and pub.has_media:
-            with contextlib.suppress(ClusterError):  # the room here has it; others on return
-                await self.store.add_publication(pub)
-            await self.send(data.rid, "stream-add", _pub_info(pub), pub=pub_dict(pub))
-        return response
+        # Announced to the cluster when its transport connects, as to this node's members.
+        return await self._handler("publish")(session, data)
+
+    def _service_event(self, event: str, rid: str, details: dict[str, Any]) -> None:
+        if event == "track_published":
+            self._spawn(self._published(rid, details["mid"]))
+
+    async def _published(self, rid: str, mid: str) -> None:
+        room = self.service.rooms.get(rid)
+        pub = room.publications.get(mid) if room is not None else None
+        if pub is None:
+            return
+        await self.send(rid, "stream-add", _pub_info(pub), pub=pub_dict(pub))
+        with contextlib.suppress(ClusterError):  # the room here has it; others on return
+            await self.store.add_publication(pub)
 
     async def _unpublish(self, session: PeerSession, data: UnpublishData) -> dict[str, Any]:
         response = await self._handler("unpublish")(session, data)
