@@ -31,6 +31,7 @@ pytestmark = pytest.mark.media
 __all__ = ["clients"]  # the fixture
 
 LIMIT = 3  # members per room, cluster-wide
+GRACE = 15.0  # before a lost signal node's streams end: room for a resume after the TTL
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {
         "AIOSFU_INSTITUTIONS": json.dumps({"school-a": {"keys": {KEY: SECRET}}}),
         "AIOSFU_MAX_ROOM_MEMBERS": str(LIMIT),
+        "AIOSFU_SIGNAL_NODE": json.dumps({"peer_grace": GRACE}),
     }
     admin = token("ops", Grants(roomList=True))
     running = start_cluster(tmp_path_factory.mktemp("keyed"), signal_env=env, admin_token=admin)
@@ -209,7 +211,8 @@ async def test_the_member_limit_counts_across_both_nodes(
 async def test_a_student_resumed_on_another_node_keeps_the_grants_the_teacher_gave(
     keyed: Cluster, clients: list[Client]
 ) -> None:
-    """Last in this module: it kills a signal node."""
+    """Last in this module: it kills a signal node. The student resumes after its peers saw
+    it leave: its live stream comes back, the one that ended meanwhile does not."""
     one, two = keyed.signals
     rid = "resume-grants"
     teacher = await member(clients, one.ws_url, "teacher", "teacher", rid)
@@ -219,10 +222,20 @@ async def test_a_student_resumed_on_another_node_keeps_the_grants_the_teacher_ga
     publication = await student.publish(rid, [PatternTrack(160, 120)])
     added = await teacher.signaling.wait_for("stream-add", timeout=5)
     video = await frames_flowing(await teacher.subscribe(rid, added["mid"], added["sfuid"]))
+    doomed = await student.publish(rid, [PatternTrack(160, 120)])
+    await teacher.signaling.wait_for("stream-add", lambda d: d["mid"] == doomed.mid, timeout=5)
 
+    seen = teacher.signaling.received
     two.kill()  # SIGKILL
+    killed = time.monotonic()
+    await teacher.signaling.wait_for("peer-leave", start=seen, timeout=10)
+    await student.publications.pop(doomed.mid).pc.close()  # ends on the SFU node meanwhile
+    await wait_for(lambda: not_on_sfu(keyed, doomed.mid), 5)
     resumed = await student.resume(one.ws_url, token=token("student", "student", rid))
+    assert time.monotonic() - killed < GRACE  # within the grace period
     assert resumed == {rid: [publication.mid]}
+    back = await teacher.signaling.wait_for("stream-add", start=seen, timeout=2)
+    assert back["mid"] == publication.mid
     # The token says canPublish false; the teacher's decision holds.
     second = await student.publish(rid, [PatternTrack(160, 120)])
     frames = video.frames
@@ -236,3 +249,7 @@ async def test_a_student_resumed_on_another_node_keeps_the_grants_the_teacher_ga
     await stopped_within(video, 1.0)
     await video.stop()
     keyed.signals.remove(two)
+
+
+async def not_on_sfu(cluster: Cluster, mid: str) -> bool:
+    return not await on_sfu(cluster, mid)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
@@ -35,11 +36,11 @@ from aiosfu.cluster.errors import ClusterError
 from aiosfu.cluster.nodes import NodeInfo
 from aiosfu.cluster.registry import Placement, Registry
 from aiosfu.cluster.store import Away, Store, pub_dict, pub_from
-from aiosfu.contract import CodedError, ErrorCode
+from aiosfu.contract import CodedError, ErrorCode, Recording
 from aiosfu.log import get_logger
 from aiosfu.room import Member, Publication, Room, RoomError
 from aiosfu.signal.grants import Grants
-from aiosfu.signal.protocol import BroadcastData, JoinData, PublishData, UnpublishData
+from aiosfu.signal.protocol import BroadcastData, JoinData, UnpublishData
 from aiosfu.signal.service import Handler, SignalService
 from aiosfu.signal.session import PeerSession
 
@@ -51,6 +52,36 @@ REPUBLISH = "republish"
 # Extension notification after that stream's `stream-remove`: it ended because its SFU
 # node is gone, so its publisher will publish again (subscribers may resubscribe).
 STREAM_LOST = "stream-lost"
+
+
+# Publications that ended on their SFU node, remembered so a resume never adopts one that
+# ended while its member was away (every signal node hears every SFU node's events).
+ENDED_REMEMBERED = 10_000
+
+
+class _Listener:
+    """The SFU nodes' events go to the service as before; `ended` hears which
+    publications ended."""
+
+    def __init__(self, service: SignalService, ended: Callable[[str], None]) -> None:
+        self.service = service
+        self.ended = ended
+
+    async def publication_connected(self, rid: str, mid: str) -> None:
+        await self.service.publication_connected(rid, mid)
+
+    async def publication_ended(self, rid: str, mid: str, reason: str) -> None:
+        self.ended(mid)
+        await self.service.publication_ended(rid, mid, reason)
+
+    async def subscription_ended(self, rid: str, sid: str, reason: str) -> None:
+        await self.service.subscription_ended(rid, sid, reason)
+
+    async def recording_started(self, recording: Recording) -> None:
+        await self.service.recording_started(recording)
+
+    async def recording_stopped(self, recording: Recording) -> None:
+        await self.service.recording_stopped(recording)
 
 
 def _pub_info(pub: Publication) -> dict[str, Any]:
@@ -85,10 +116,11 @@ class RoomSync:
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         # ... and load their own state of a room this node starts following (rid).
         self.attach_listeners: list[Callable[[str], Awaitable[None]]] = []
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        service.sfu.set_listener(_Listener(service, self._publication_ended))
         originals = {m: h for m, (_, h) in service.handlers.items()}
         self._original = originals
         service.register("join", JoinData, self._join)
-        service.register("publish", PublishData, self._publish)
         service.register("unpublish", UnpublishData, self._unpublish)
         service.register("broadcast", BroadcastData, self._broadcast)
         service.departure_listeners.append(self._departed)
@@ -269,7 +301,7 @@ class RoomSync:
     ) -> list[Publication]:
         """The resumed member's publications, live on the SFU node, are its own again; our
         members hear of them only if they had been told they ended (`announce`)."""
-        adopted = [p for p in pubs if p.mid not in room.publications]
+        adopted = [p for p in pubs if p.mid not in room.publications and p.mid not in self._ended]
         for pub in adopted:
             room.add_publication(pub)
         if adopted:
@@ -307,11 +339,14 @@ class RoomSync:
         else:
             await self.store.remove_member(rid, uid, [])
 
-    async def _publish(self, session: PeerSession, data: PublishData) -> dict[str, Any]:
-        # Announced to the cluster when its transport connects, as to this node's members.
-        return await self._handler("publish")(session, data)
+    def _publication_ended(self, mid: str) -> None:
+        self._ended[mid] = None
+        if len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
 
     def _service_event(self, event: str, rid: str, details: dict[str, Any]) -> None:
+        """A publication is announced to the cluster when its transport connects, as to
+        this node's own members (`track_published`), not at the publish answer."""
         if event == "track_published":
             self._spawn(self._published(rid, details["mid"]))
 
