@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from aiosfu.client import Client, SignalingError
+from aiosfu.cluster.store import grants_key, removed_key
 from aiosfu.signal.grants import Grants
 from tests.cluster import (
     Cluster,
@@ -206,6 +208,35 @@ async def test_the_member_limit_counts_across_both_nodes(
             await asyncio.sleep(0.1)
     assert entered
     await refused(outside[1].join(rid), "room-full", "members")
+
+
+async def test_the_stage_state_is_written_back_when_redis_comes_back_empty(
+    keyed: Cluster, clients: list[Client]
+) -> None:
+    one, two = keyed.signals
+    rid = "stage-redis"
+    await member(clients, one.ws_url, "teacher", "teacher", rid)
+    teacher = clients[-1]
+    await member(clients, two.ws_url, "student", "student", rid)
+    await member(clients, two.ws_url, "leaver", "student", rid)
+    await teacher.signaling.wait_for("peer-join", lambda d: d["uid"] == "leaver", timeout=5)
+    await teacher.update_grants(rid, "student", canPublish=True)
+    await teacher.remove(rid, "leaver")
+
+    async def kept() -> bool:
+        state = aioredis.from_url(keyed.engines.redis_url, decode_responses=True)
+        try:
+            grants = await state.hget(grants_key(rid), "student")
+            removed = await state.smembers(removed_key(rid))
+        finally:
+            await state.aclose()
+        return grants is not None and json.loads(grants)["canPublish"] and removed == {"leaver"}
+
+    assert await kept()
+    keyed.engines.redis.stop()
+    keyed.engines.redis.start()  # empty: no dump, no append-only file
+    assert not await kept()
+    await wait_for(kept, 15)  # within a refresh (state_ttl / 3)
 
 
 async def test_a_student_resumed_on_another_node_keeps_the_grants_the_teacher_gave(

@@ -26,7 +26,7 @@ from aiosfu.cluster.errors import ClusterError
 from aiosfu.cluster.sync import RoomSync
 from aiosfu.contract import CodedError, ErrorCode
 from aiosfu.log import get_logger
-from aiosfu.room import Member, RoomError
+from aiosfu.room import Member, Room, RoomError
 from aiosfu.signal.stage import ANNOUNCEMENTS, Stage
 
 log = get_logger("aiosfu.cluster.stage")
@@ -43,6 +43,7 @@ class ClusterStage:
         stage.elsewhere = self
         sync.listeners.append(self._heard)
         sync.attach_listeners.append(self._attached)
+        sync.resync_listeners.append(self._resync)
 
     async def start(self) -> None:
         await self.bus.subscribe(stage_subject(self.sync.me), self._act)
@@ -96,6 +97,21 @@ class ClusterStage:
         removed = await self.sync.store.removed(rid)
         if removed:
             self.stage.removed.setdefault(rid, set()).update(removed)
+
+    async def _resync(self, room: Room) -> None:
+        """Redis lost the room's state: the removals we know, and the grants a room admin
+        set for our members, go back."""
+        store = self.sync.store
+        for uid in self.stage.removed.get(room.rid, ()):
+            await store.add_removed(room.rid, uid)
+        for uid, member in room.members.items():
+            session = self.stage.service.sessions.get(uid)
+            if member.signalid != self.sync.me or session is None:
+                continue
+            grants = session.grants.get(room.rid)
+            if grants is not None and session.identity is not None:
+                if grants != session.identity.grants:
+                    await store.set_grants(room.rid, uid, grants.claim())
 
     def _heard(self, method: str, message: dict[str, Any]) -> None:
         if method in ANNOUNCEMENTS:

@@ -116,6 +116,8 @@ class RoomSync:
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         # ... and load their own state of a room this node starts following (rid).
         self.attach_listeners: list[Callable[[str], Awaitable[None]]] = []
+        # ... and write their own state of a room again when Redis lost it (the room).
+        self.resync_listeners: list[Callable[[Room], Awaitable[None]]] = []
         self._ended: OrderedDict[str, None] = OrderedDict()
         service.sfu.set_listener(_Listener(service, self._publication_ended))
         originals = {m: h for m, (_, h) in service.handlers.items()}
@@ -580,6 +582,8 @@ class RoomSync:
         await self.store.remove_publications(room.rid, stale)
         await self.store.restore(room.rid, ours.values(), pubs)
         await self.store.set_room_mode(room.rid, room.mode, room.capacity)
+        for listener in self.resync_listeners:
+            await listener(room)
 
     def stats(self) -> dict[str, Any]:
         return {
