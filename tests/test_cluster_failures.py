@@ -103,6 +103,11 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     await stays.join("crash")
     publication = await gone.publish("crash", [PatternTrack(160, 120)])
     await stays.signaling.wait_for("stream-add", timeout=5)
+    # A room whose members were all on the lost node: no other node follows it.
+    solo = await connect(clients, one.ws_url, "solo")
+    await solo.join("crash-solo")
+    solo_publication = await solo.publish("crash-solo", [PatternTrack(160, 120)])
+    await wait_for(lambda: solo_publication.pc.connectionState == "connected", 10)
     seen = stays.signaling.received
     one.kill()
     killed = time.monotonic()
@@ -114,16 +119,18 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     print(f"\nsignal-kill: peer-leave after {took:.2f} s (lease TTL {LEASE_TTL:.0f} s)")
     assert took < LEASE_TTL + 1.5
 
-    async def on_sfu() -> bool:
+    async def on_sfu(mid: str = publication.mid) -> bool:
         nodes = (await signal_stats(two.http_url))["sfu"]["nodes"]
-        return any(publication.mid in n.get("publications", {}) for n in nodes.values())
+        return any(mid in n.get("publications", {}) for n in nodes.values())
 
     assert await on_sfu()  # kept during the grace period: the peer may come back
+    assert await on_sfu(solo_publication.mid)
     await wait_for(lambda: not_(on_sfu), PEER_GRACE + 5)
     ended = time.monotonic() - killed
     print(f"signal-kill: stream ended on the SFU node {ended:.2f} s after the kill "
           f"(grace {PEER_GRACE:.0f} s)")  # fmt: skip
     assert ended - took >= PEER_GRACE - 0.5  # not before the grace period ran out
+    await wait_for(lambda: not_(lambda: on_sfu(solo_publication.mid)), 5)
     late = await connect(clients, two.ws_url, "late")
     assert {u["uid"] for u in (await late.join("crash"))["users"]} == {"staying"}
     cluster.signals.remove(one)

@@ -14,6 +14,8 @@ Redis keeps one hash per room and kind, so `join` answers with the whole cluster
   a member that resumes through another node keeps them
 - `aiosfu:room:<rid>:removed`: a set of the uids a room admin removed (`remove`): they
   may not join again through any node while the room lasts
+- `aiosfu:signal:<signal id>:rooms`: a set of the rids where that signal node has
+  members, so when it is lost the others find its rooms, even those none of them follows
 - `aiosfu:rooms`: a set of the rids that have state, read by the sweeper only
 
 A join adds its member with one script (`JOIN_SCRIPT`): the room's size is checked
@@ -62,6 +64,10 @@ def meta_key(rid: str) -> str:
 
 def away_key(rid: str) -> str:
     return f"aiosfu:room:{rid}:away"
+
+
+def node_rooms_key(signal_id: str) -> str:
+    return f"aiosfu:signal:{signal_id}:rooms"
 
 
 def grants_key(rid: str) -> str:
@@ -150,6 +156,16 @@ class Store(Protocol):
 
     async def set_grants(self, rid: str, uid: str, grants: dict[str, Any]) -> None: ...
 
+    async def node_rooms(self, signal_id: str) -> set[str]:
+        """The rooms where a signal node has (or had, until it was lost) members."""
+        ...
+
+    async def forget_node_room(self, signal_id: str, rid: str) -> None:
+        """The node has no member left in the room."""
+        ...
+
+    async def forget_node(self, signal_id: str) -> None: ...
+
     async def grants_of(self, rid: str, uid: str) -> dict[str, Any] | None: ...
 
     async def add_removed(self, rid: str, uid: str) -> None: ...
@@ -158,8 +174,9 @@ class Store(Protocol):
 
     async def remove_publications(self, rid: str, mids: Iterable[str]) -> None: ...
 
-    async def refresh(self, rids: Iterable[str]) -> list[str]:
-        """Extend the rooms' TTLs; the rids whose members hash was gone."""
+    async def refresh(self, rids: Iterable[str], signal_id: str = "") -> list[str]:
+        """Extend the rooms' TTLs (and `signal_id`'s room set); the rids whose members hash
+        was gone."""
         ...
 
     async def close(self) -> None: ...
@@ -228,6 +245,8 @@ class RedisStore:
             ("eval", JOIN_SCRIPT, 2, members_key(rid), away_key(rid), member.uid,
              json.dumps(asdict(member)), limit),
             ("sadd", ROOMS_KEY, rid),
+            ("sadd", node_rooms_key(member.signalid), rid),
+            ("expire", node_rooms_key(member.signalid), self.ttl),
             *self._expire(rid),
         )  # fmt: skip
         if not added:
@@ -258,6 +277,7 @@ class RedisStore:
             ("hset", members_key(rid), m.uid, json.dumps(asdict(m))) for m in members
         ]
         commands += [("hset", pubs_key(rid), p.mid, _pub_json(p)) for p in pubs]
+        commands += [("sadd", node_rooms_key(s), rid) for s in {m.signalid for m in members}]
         if commands:
             await self._run(*commands, ("sadd", ROOMS_KEY, rid), *self._expire(rid))
 
@@ -270,6 +290,16 @@ class RedisStore:
         if mids:
             commands.append(("hdel", pubs_key(rid), *mids))
         await self._run(*commands)
+
+    async def node_rooms(self, signal_id: str) -> set[str]:
+        (rids,) = await self._run(("smembers", node_rooms_key(signal_id)))
+        return {str(rid) for rid in rids}
+
+    async def forget_node_room(self, signal_id: str, rid: str) -> None:
+        await self._run(("srem", node_rooms_key(signal_id), rid))
+
+    async def forget_node(self, signal_id: str) -> None:
+        await self._run(("delete", node_rooms_key(signal_id)))
 
     async def set_grants(self, rid: str, uid: str, grants: dict[str, Any]) -> None:
         await self._run(
@@ -300,13 +330,15 @@ class RedisStore:
         if mids:
             await self._run(("hdel", pubs_key(rid), *mids))
 
-    async def refresh(self, rids: Iterable[str]) -> list[str]:
+    async def refresh(self, rids: Iterable[str], signal_id: str = "") -> list[str]:
         rids = list(rids)
         commands = [c for rid in rids for c in self._expire(rid)]
         if not commands:
             return []
+        if signal_id:
+            commands.append(("expire", node_rooms_key(signal_id), self.ttl))
         results = await self._run(*commands)
-        per_room = len(commands) // len(rids)
+        per_room = len(self._expire(rids[0]))
         return [rid for i, rid in enumerate(rids) if not results[i * per_room]]
 
     async def sweep(self, owned: set[str]) -> list[str]:
@@ -344,6 +376,7 @@ class MemoryStore:
         self.away: dict[str, dict[str, Away]] = {}
         self.grants: dict[str, dict[str, dict[str, Any]]] = {}
         self.removals: dict[str, set[str]] = {}
+        self.node_sets: dict[str, set[str]] = {}
 
     async def load_room(self, rid: str) -> tuple[list[Member], list[Publication]]:
         return list(self.members.get(rid, {}).values()), list(self.pubs.get(rid, {}).values())
@@ -354,7 +387,17 @@ class MemoryStore:
         if away is None and limit and member.uid not in members and len(members) >= limit:
             raise RoomError(ErrorCode.ROOM_FULL, f"room {rid!r} holds at most {limit} members")
         members[member.uid] = member
+        self.node_sets.setdefault(member.signalid, set()).add(rid)
         return away
+
+    async def node_rooms(self, signal_id: str) -> set[str]:
+        return set(self.node_sets.get(signal_id, set()))
+
+    async def forget_node_room(self, signal_id: str, rid: str) -> None:
+        self.node_sets.get(signal_id, set()).discard(rid)
+
+    async def forget_node(self, signal_id: str) -> None:
+        self.node_sets.pop(signal_id, None)
 
     async def set_away(self, rid: str, away: Away, ttl: float) -> None:
         self.away.setdefault(rid, {})[away.member.uid] = away
@@ -401,7 +444,7 @@ class MemoryStore:
         for mid in mids:
             self.pubs.get(rid, {}).pop(mid, None)
 
-    async def refresh(self, rids: Iterable[str]) -> list[str]:
+    async def refresh(self, rids: Iterable[str], signal_id: str = "") -> list[str]:
         return []
 
     async def close(self) -> None:

@@ -198,6 +198,8 @@ class RoomSync:
         subscription = self._subscriptions.pop(rid, None)
         if subscription is not None:
             await subscription.unsubscribe()
+        with contextlib.suppress(ClusterError):
+            await self.store.forget_node_room(self.me, rid)
         if room is not None:  # only mirrored members are left: forget them, quietly
             for uid in list(room.members):
                 with contextlib.suppress(RoomError):
@@ -526,6 +528,24 @@ class RoomSync:
                 self._spawn(self._end_after_grace(room.rid, member.uid))
             if orphans:
                 log.info("signal-node-lost", id=node.id, rid=room.rid, members=len(orphans))
+        # Its rooms that no node here follows (all their members were on it) go the same
+        # way, from Redis; every surviving node does this, the away records settle who ends.
+        followed = {room.rid for room in self.service.rooms}
+        try:
+            for rid in sorted(await self.store.node_rooms(node.id) - followed):
+                await self._orphaned_elsewhere(rid, node.id)
+        except ClusterError as exc:
+            log.warning("lost-node-rooms-unread", id=node.id, reason=exc.reason)
+
+    async def _orphaned_elsewhere(self, rid: str, lost: str) -> None:
+        members, pubs = await self.store.load_room(rid)
+        orphans = [m for m in members if m.signalid == lost]
+        for member in orphans:
+            away = Away(member, [p for p in pubs if p.uid == member.uid])
+            await self.store.set_away(rid, away, self.peer_grace + 10)
+            self._spawn(self._end_after_grace(rid, member.uid))
+        await self.store.forget_node_room(lost, rid)
+        log.info("signal-node-lost", id=lost, rid=rid, members=len(orphans), followed=False)
 
     async def _end_after_grace(self, rid: str, uid: str) -> None:
         await asyncio.sleep(self.peer_grace)
@@ -553,7 +573,7 @@ class RoomSync:
         """Extend the TTLs of our rooms' state, and write again whatever Redis lost."""
         rooms = {room.rid: room for room in self.service.rooms if self._local(room)}
         try:
-            missing = await self.store.refresh(list(rooms))
+            missing = await self.store.refresh(list(rooms), self.me)
             if self._unsynced:  # it may also hold what changed here while it was away
                 missing = list(rooms)
             for rid in missing:
