@@ -146,6 +146,12 @@ def start_cluster(
     return cluster
 
 
+def received_since(client: Client, seen: int) -> list[tuple[str, dict]]:
+    """The notifications `client` received after the `seen`-th one."""
+    notifications = list(client.signaling.notifications)
+    return notifications[len(notifications) - (client.signaling.received - seen) :]
+
+
 async def signal_stats(url: str, token: str | None = None) -> dict:
     params = {"token": token} if token else {}
     async with (

@@ -18,6 +18,7 @@ from tests.cluster import (
     clients,
     cluster,
     connect,
+    received_since,
     signal_stats,
     wait_for_discovery,
 )
@@ -176,7 +177,7 @@ async def test_a_peer_resumes_through_the_other_signal_node(
     await watcher.signaling.wait_for("peer-join", lambda d: d["uid"] == "resume-late", start=seen)
 
     await asyncio.sleep(PEER_GRACE + 1)  # past the grace period of the lost node's peers
-    since = list(watcher.signaling.notifications)[seen - watcher.signaling.received :]
+    since = received_since(watcher, seen)
     assert [m for m, d in since if d.get("uid") == "resume-quick"] == []  # no churn at all
     frames = video.frames
     await asyncio.sleep(1)

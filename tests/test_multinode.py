@@ -10,7 +10,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
-from tests.cluster import Cluster, clients, cluster, connect, signal_stats
+from tests.cluster import Cluster, clients, cluster, connect, received_since, signal_stats
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
 
@@ -160,6 +160,39 @@ async def test_a_stream_is_announced_on_the_other_node_only_once_it_connects(
     assert added["mid"] == publication.mid  # the connected one, and it alone
     late = await connect(clients, two.ws_url, "stuck-late")
     assert [p["mid"] for p in (await late.join("stuck"))["pubs"]] == [publication.mid]
+
+
+async def test_a_second_connection_through_the_other_node_takes_over_without_churn(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """The same uid joins through signal node 2 while its connection to node 1 lives
+    (a network change, a second tab): node 2 adopts its place and stream, node 1 lets go
+    of the old connection (4001) without ending the stream, and nobody sees a change."""
+    one, two = cluster.signals
+    first = await connect(clients, one.ws_url, "mover")
+    watcher = await connect(clients, two.ws_url, "mover-watcher")
+    await first.join("move")
+    await watcher.join("move")
+    publication = await first.publish("move", [PatternTrack(160, 120)])
+    await watcher.signaling.wait_for("stream-add", timeout=5)
+    seen = watcher.signaling.received
+
+    second = await connect(clients, two.ws_url, "mover")
+    joined = await second.join("move")
+    assert joined["resumed"] == [publication.mid]
+    assert [u["uid"] for u in joined["users"]] == ["mover-watcher"]
+    await wait_for(lambda: first.signaling.closed, 5)
+    assert first.signaling._ws.close_code == 4001
+    await asyncio.sleep(1)
+    assert received_since(watcher, seen) == []
+    stats = await signal_stats(two.http_url)
+    assert stats["signal"]["rooms"]["move"]["members"] == ["mover", "mover-watcher"]
+    assert "move" not in (await signal_stats(one.http_url))["signal"]["rooms"]  # let go
+    node = stats["sfu"]["nodes"][publication.sfuid]
+    assert publication.mid in node["publications"]  # the stream lives on
+    await second.request("unpublish", {"rid": "move", "mid": publication.mid})  # its own now
+    removed = await watcher.signaling.wait_for("stream-remove", start=seen, timeout=5)
+    assert removed["mid"] == publication.mid
 
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}

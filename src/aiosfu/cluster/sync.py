@@ -463,6 +463,8 @@ class RoomSync:
                 if not session.rooms:
                     reason = f"resumed through signal node {member.signalid}"
                     self._spawn(session.close(4001, reason))
+                room.members[uid] = member
+                self._spawn(self._detach_if_unused(rid))  # if it was our last member there
             room.members[uid] = member
             announce = False
         else:
