@@ -15,7 +15,7 @@ from pathlib import Path
 STAGES = [
     (
         "socket callback → fan-out done (all forwarding)",
-        "FastIngress._install.<locals>.datagram_received",
+        "PacketIO._ingress.<locals>.datagram_received",
         "incl",
     ),
     ("· SRTP unprotect (in)", "fast_unprotect.<locals>.unprotect", "incl"),
@@ -26,7 +26,7 @@ STAGES = [
     ("· · SRTP protect (out)", "fast_protect_parts.<locals>.protect", "incl"),
     (
         "    sendto syscall (out, incl. kernel)",
-        "ForwardingSender._open_egress.<locals>.send_direct",
+        "PacketIO._egress.<locals>.send_direct",
         "self",
     ),
     ("asyncio loop bookkeeping", "BaseEventLoop._run_once", "self"),
