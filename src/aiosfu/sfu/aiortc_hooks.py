@@ -216,7 +216,7 @@ class PacketIOHook:
         if pair is None or transport is None:
             return
         self._pair_protocol = pair.protocol
-        self.io.uplink = getattr(self.dtls, "_aiosfu_uplink", None)
+        self.io.uplink = self.io.uplink or getattr(self.dtls, "_aiosfu_uplink", None)
         self.io.connect(
             rx_srtp=self.dtls._rx_srtp,
             tx_srtp=self.dtls._tx_srtp,
