@@ -21,7 +21,7 @@ STAGES = [
     ("· SRTP unprotect (in)", "fast_unprotect.<locals>.unprotect", "incl"),
     ("· RTP parse (in)", "RtpPacket.parse", "incl"),
     ("· aiortc ingress work: stats, NACK, REMB (in)", "ForwardingReceiver._accept", "incl"),
-    ("· per-subscriber step (Consumer.forward)", "Consumer.forward", "incl"),
+    ("· per-subscriber step (SimpleConsumer.forward)", "SimpleConsumer.forward", "incl"),
     ("· · header rewrite", "RtpRewriter.header", "incl"),
     ("· · SRTP protect (out)", "fast_protect_parts.<locals>.protect", "incl"),
     (
