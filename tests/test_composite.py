@@ -216,12 +216,13 @@ def audio_between(path: Path, start: float, end: float) -> np.ndarray:
     return np.concatenate(chunks).astype(float)
 
 
-def tone_levels(samples: np.ndarray, *frequencies: float) -> list[float]:
-    """Spectrum magnitude at each frequency, relative to the spectrum's median."""
+def amplitudes(samples: np.ndarray, *frequencies: float) -> list[float]:
+    """The amplitude of each tone in `samples`, as a fraction of full scale (a sine of
+    amplitude A peaks at A * N / 4 in the spectrum of N samples under a Hann window)."""
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     bins = np.fft.rfftfreq(len(samples), 1 / 48000)
-    floor = float(np.median(spectrum)) + 1e-9
-    return [float(spectrum[np.abs(bins - f) < 5].max()) / floor for f in frequencies]
+    peaks = [float(spectrum[np.abs(bins - f) < 5].max()) for f in frequencies]
+    return [peak * 4 / len(samples) / 32768 for peak in peaks]
 
 
 @pytest.fixture
@@ -280,10 +281,10 @@ async def test_hls_tiles_the_room_follows_who_publishes_and_enlarges_the_speaker
 
     # The mix is a sum: both tones while both publish, only the quiet one after.
     both_at = two[-1][0]
-    quiet, loud = tone_levels(audio_between(playlist, both_at - 1.0, both_at), 440, 880)
-    assert quiet > 20 and loud > 20, (quiet, loud)
-    quiet, loud = tone_levels(audio_between(playlist, end - 1.0, end), 440, 880)
-    assert quiet > 20 and loud < quiet / 20, (quiet, loud)
+    quiet, loud = amplitudes(audio_between(playlist, both_at - 1.0, both_at), 440, 880)
+    assert quiet > QUIET[1] / 3 and loud > LOUD[1] / 3, (quiet, loud)
+    quiet, loud = amplitudes(audio_between(playlist, end - 1.0, end), 440, 880)
+    assert quiet > QUIET[1] / 3 and loud < QUIET[1] / 10, (quiet, loud)
 
 
 @pytest.fixture

@@ -109,6 +109,7 @@ class CompositeWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
+            await asyncio.sleep(0)  # catching up after a stall: let the media in between ticks
             assert self.client is not None
             if self.client.signaling.closed:
                 raise CompositeError("the signaling connection closed")
