@@ -102,6 +102,7 @@ bench: bench-deps
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.flood --idle 500 --seconds 5 > bench/results/flood.json
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.cluster --json bench/results/cluster.json
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.composite --json bench/results/composite.json
 
 # Instructions per forwarded packet (valgrind), the figure that does not drift.
 bench-callgrind: bench-deps

@@ -242,12 +242,15 @@ async def test_hls_tiles_the_room_follows_who_publishes_and_enlarges_the_speaker
     hls = tmp_path / "hls"
     blue, _ = await publisher(server, "alice", BLUE, QUIET)
     red: Client | None = None
+    server_threads = server.os_thread_count()
     worker = await start_worker(argv, server, tmp_path, **{"/var/www/live/lobby": str(hls)})
     async with running(worker):
         try:
             await worker.wait_log("composite-layout", "tiles=1", "speaker=alice")
             red, red_pub = await publisher(server, "bob", RED, LOUD)
             await worker.wait_log("composite-layout", "tiles=2", "speaker=bob")
+            # The worker decodes; the server, forwarding to it, started no decoder thread.
+            assert server.os_thread_count() == server_threads
             await asyncio.sleep(3)
             await red.unpublish(red_pub)
             await worker.wait_log("composite-layout", "tiles=1", "speaker=alice")
