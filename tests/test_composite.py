@@ -32,6 +32,7 @@ from aiortc.mediastreams import AUDIO_PTIME
 
 from aiosfu.client import Client, Publication
 from aiosfu.composite.audio import AudioBuffer, mix, rms
+from aiosfu.composite.canvas import Canvas, Tile
 from aiosfu.composite.layout import Rect, grid, layout
 from aiosfu.composite.speaker import ActiveSpeaker
 from tests.conftest import ROOT, ServerProcess, free_port, start_server, stop_server, wait_for
@@ -456,6 +457,16 @@ def test_the_speaker_changes_only_after_leading_for_the_hold_time() -> None:
         now += 0.04
         assert speaker.update({"a": 0.0, "b": 0.0}, now, 0.04) == "b"
     assert speaker.update({"a": 0.1}, now + 0.04, 0.04) == "a"  # b left
+
+
+def test_cameras_cover_their_tile_and_screens_fit_whole() -> None:
+    red = av.VideoFrame.from_ndarray(np.full((240, 320, 3), RED, np.uint8), format="rgb24")
+    rect = Rect(0, 0, 640, 360)
+    image = Canvas(640, 360).compose({"cam": Tile(red, rect)})
+    assert (np.abs(image.astype(int) - RED).max(axis=2) < 8).all()  # no bars
+    image = Canvas(640, 360).compose({"screen": Tile(red, rect, fit=True)})
+    assert not image[:, :75].any() and not image[:, -75:].any()  # pillarboxed
+    assert (np.abs(image[:, 85:555].astype(int) - RED).max(axis=2) < 8).all()  # 480 wide
 
 
 def test_audio_buffer_fills_underruns_with_silence_and_bounds_its_delay() -> None:

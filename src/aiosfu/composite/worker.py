@@ -58,6 +58,9 @@ class CompositeWorker:
         self._stop = asyncio.Event()
         self._failure: Exception | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # Publications being subscribed: `join` lists a stream that a `stream-add` may
+        # announce again a moment later, and each is subscribed once.
+        self._subscribing: set[str] = set()
         self._shown: tuple[tuple[str, ...], str | None] = ((), None)
 
     def stop(self) -> None:
@@ -147,8 +150,9 @@ class CompositeWorker:
     async def _subscribe(self, pub: dict[str, Any]) -> None:
         mid, minfo = str(pub["mid"]), pub.get("minfo") or {}
         kinds = [kind for kind in ("audio", "video") if minfo.get(kind, True)]
-        if not kinds or mid in self.sources or self.client is None:
+        if not kinds or mid in self.sources or mid in self._subscribing or self.client is None:
             return
+        self._subscribing.add(mid)
         try:
             subscription = await self.client.subscribe(
                 self.rid, mid, str(pub.get("sfuid", "")), kinds
@@ -156,6 +160,8 @@ class CompositeWorker:
         except (SignalingError, ConnectionError, TimeoutError) as exc:
             log.warning("composite-subscribe-failed", mid=mid, error=str(exc))
             return
+        finally:
+            self._subscribing.discard(mid)
         self.sources[mid] = Source(mid, str(pub.get("uid", "")), minfo, subscription)
         log.info("composite-subscribed", mid=mid, uid=pub.get("uid", ""), kinds=",".join(kinds))
 
