@@ -48,14 +48,25 @@ QUIET, LOUD = (440.0, 0.04), (880.0, 0.3)  # Hz, amplitude of full scale
 # --- the publishers ---------------------------------------------------------------------
 
 
+FLASH_EVERY, FLASH_FOR = 2.0, 0.2  # seconds: a white picture and a beep together
+SYNC_TOLERANCE = 0.1  # seconds between a flash and its beep in the output
+
+
+def flashing(t: np.ndarray | float) -> np.ndarray | bool:
+    return (t % FLASH_EVERY) < FLASH_FOR
+
+
 class ColourTrack(VideoStreamTrack):
-    def __init__(self, rgb: tuple[int, int, int]) -> None:
+    def __init__(self, rgb: tuple[int, int, int], flash: bool = False) -> None:
         super().__init__()
         self.image = np.full((240, 320, 3), rgb, np.uint8)
+        self.white = np.full((240, 320, 3), 255, np.uint8)
+        self.flash = flash
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
-        frame = av.VideoFrame.from_ndarray(self.image, format="rgb24")
+        white = self.flash and flashing(float(pts * time_base))
+        frame = av.VideoFrame.from_ndarray(self.white if white else self.image, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         return frame
 
@@ -63,9 +74,9 @@ class ColourTrack(VideoStreamTrack):
 class Tone(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, frequency: float, amplitude: float) -> None:
+    def __init__(self, frequency: float, amplitude: float, beep: bool = False) -> None:
         super().__init__()
-        self.frequency, self.amplitude = frequency, amplitude
+        self.frequency, self.amplitude, self.beep = frequency, amplitude, beep
         self.samples = int(AUDIO_PTIME * 48000)
         self.sent = 0
         self._start: float | None = None
@@ -77,7 +88,10 @@ class Tone(MediaStreamTrack):
         if wait > 0:
             await asyncio.sleep(wait)
         t = (np.arange(self.samples) + self.sent) / 48000
-        mono = (np.sin(2 * math.pi * self.frequency * t) * self.amplitude * 32767).astype(np.int16)
+        wave = np.sin(2 * math.pi * self.frequency * t) * self.amplitude * 32767
+        if self.beep:
+            wave *= flashing(t)
+        mono = wave.astype(np.int16)
         frame = av.AudioFrame.from_ndarray(
             np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo"
         )
@@ -89,11 +103,12 @@ class Tone(MediaStreamTrack):
 
 async def publisher(
     server: ServerProcess, uid: str, rgb: tuple[int, int, int], tone: tuple[float, float],
-    token: str | None = None,
+    token: str | None = None, flash: bool = False,
 ) -> tuple[Client, Publication]:  # fmt: skip
     client = await Client.connect(server.ws_url, uid, token=token, ice_ips=["127.0.0.1"])
     await client.join(ROOM)
-    publication = await client.publish(ROOM, [ColourTrack(rgb), Tone(*tone)])
+    tracks = [ColourTrack(rgb, flash), Tone(*tone, beep=flash)]
+    publication = await client.publish(ROOM, tracks)
     await wait_for(lambda: publication.pc.connectionState == "connected", 10)
     return client, publication
 
@@ -224,6 +239,35 @@ def amplitudes(samples: np.ndarray, *frequencies: float) -> list[float]:
     bins = np.fft.rfftfreq(len(samples), 1 / 48000)
     peaks = [float(spectrum[np.abs(bins - f) < 5].max()) for f in frequencies]
     return [peak * 4 / len(samples) / 32768 for peak in peaks]
+
+
+def brightness(path: Path) -> list[tuple[float, bool]]:
+    """Whether each frame is white (a flash), by time."""
+    with av.open(str(path)) as container:
+        return [
+            (
+                float(frame.time),
+                float(frame.reformat(width=64, height=36).to_ndarray().mean()) > 170,
+            )
+            for frame in container.decode(video=0)
+        ]
+
+
+def beep_levels(path: Path) -> tuple[list[float], list[bool]]:
+    """Whether each 10 ms of the audio is loud (a beep), by time."""
+    samples = audio_between(path, 0, 1e9)
+    block = 480
+    count = len(samples) // block
+    levels = np.sqrt(np.mean(samples[: count * block].reshape(count, block) ** 2, axis=1))
+    return [i * block / 48000 for i in range(count)], list(levels / 32768 > 0.05)
+
+
+def onsets(
+    times: tuple[float, ...] | list[float], on: tuple[bool, ...] | list[bool]
+) -> list[float]:
+    return [
+        t for i, (t, o) in enumerate(zip(times, on, strict=True)) if o and (i == 0 or not on[i - 1])
+    ]
 
 
 @pytest.fixture
@@ -374,7 +418,7 @@ async def test_mp4_with_an_observer_token(tmp_path: Path) -> None:
             "token", "--config", str(config), "--key", KEY, "--room", ROOM, "--uid", "dave",
             "--role", "teacher",
         )  # fmt: skip
-        teacher, _ = await publisher(keyed, "dave", RED, LOUD, token=teacher_token)
+        teacher, _ = await publisher(keyed, "dave", RED, LOUD, token=teacher_token, flash=True)
         try:
             argv = documented("--mp4")
             worker = await start_worker(argv, keyed, tmp_path, **{"$TOKEN": token})
@@ -391,7 +435,15 @@ async def test_mp4_with_an_observer_token(tmp_path: Path) -> None:
     info = probe(tmp_path / "lobby.mp4")
     check_streams(info, fps=30)
     assert abs(float(info["format"]["duration"]) - 10.0) < 0.5, info["format"]
-    assert video_frames(tmp_path / "lobby.mp4")[-1][1]["red"] > 0.9
+    mp4 = tmp_path / "lobby.mp4"
+    assert max(shares["red"] for _, shares in video_frames(mp4)[-25:]) > 0.9
+    # Lip sync: each flash of the picture and its beep come out together (the sound and
+    # the pictures wait equally in the worker; what is left is the receivers' own jitter).
+    flashes = onsets(*zip(*brightness(mp4), strict=True))
+    beeps = onsets(*beep_levels(mp4))
+    pairs = [(flash, min(beeps, key=lambda beep: abs(beep - flash))) for flash in flashes]
+    assert len(pairs) >= 3, (flashes, beeps)
+    assert all(abs(beep - flash) <= SYNC_TOLERANCE for flash, beep in pairs), pairs
 
 
 async def test_an_rtmp_server_that_is_not_there_fails_with_a_reason(

@@ -20,7 +20,7 @@ Samples = npt.NDArray[np.int16]  # shape (n, CHANNELS)
 
 
 class AudioBuffer:
-    def __init__(self, prebuffer: float = 0.1, limit: float = 0.4) -> None:
+    def __init__(self, prebuffer: float = 0.1, limit: float = 0.2) -> None:
         self.prebuffer = int(prebuffer * RATE)
         self.limit = int(limit * RATE)
         self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)

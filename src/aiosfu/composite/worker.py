@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import av
+
 from aiosfu.client import Client, SignalingError
 from aiosfu.composite.audio import mix, rms
 from aiosfu.composite.canvas import Tile
@@ -116,18 +118,22 @@ class CompositeWorker:
             assert self.client is not None
             if self.client.signaling.closed:
                 raise CompositeError("the signaling connection closed")
+            now = loop.time()
+            pictures = {mid: source.picture(now) for mid, source in self.sources.items()}
             parts = {mid: source.audio.pull(count) for mid, source in self.sources.items()}
             speaker = self.speaker.update(
-                {mid: rms(part) for mid, part in parts.items()}, loop.time(), 1 / fps
+                {mid: rms(part) for mid, part in parts.items()}, now, 1 / fps
             )
             tiles = None
             if encoder.behind < ENCODER_SLACK_SECONDS * fps:
-                tiles = self._tiles(speaker)
+                tiles = self._tiles(pictures, speaker)
             encoder.submit(Job(self.ticks, tiles, mix(list(parts.values()), count)))
             self.ticks += 1
 
-    def _tiles(self, speaker: str | None) -> dict[str, Tile]:
-        shown = [mid for mid, source in self.sources.items() if source.video is not None]
+    def _tiles(
+        self, pictures: dict[str, av.VideoFrame | None], speaker: str | None
+    ) -> dict[str, Tile]:
+        shown = [mid for mid, picture in pictures.items() if picture is not None]
         if speaker not in shown:
             speaker = None
         if (tuple(shown), speaker) != self._shown:
@@ -136,8 +142,7 @@ class CompositeWorker:
                      speaker=self.sources[speaker].uid if speaker else "-")  # fmt: skip
         rects = layout(shown, speaker, self.settings.width, self.settings.height)
         return {
-            mid: Tile(self.sources[mid].video, rect, self.sources[mid].fit)
-            for mid, rect in rects.items()
+            mid: Tile(pictures[mid], rect, self.sources[mid].fit) for mid, rect in rects.items()
         }
 
     def _on_stream_add(self, data: dict[str, Any]) -> None:
