@@ -27,7 +27,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, VideoStreamTrack
+from aiortc import MediaStreamTrack
 from aiortc.mediastreams import AUDIO_PTIME
 
 from aiosfu.client import Client, Publication
@@ -56,18 +56,37 @@ def flashing(t: np.ndarray | float) -> np.ndarray | bool:
     return (t % FLASH_EVERY) < FLASH_FOR
 
 
-class ColourTrack(VideoStreamTrack):
-    def __init__(self, rgb: tuple[int, int, int], flash: bool = False) -> None:
+class ColourTrack(MediaStreamTrack):
+    """30 fps of one colour; `flash` turns it white with the beeps, `stall` (seconds of
+    its own clock, from, to) sends nothing in between, as a frozen camera does."""
+
+    kind = "video"
+
+    def __init__(
+        self, rgb: tuple[int, int, int], flash: bool = False,
+        stall: tuple[float, float] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.image = np.full((240, 320, 3), rgb, np.uint8)
         self.white = np.full((240, 320, 3), 255, np.uint8)
-        self.flash = flash
+        self.flash, self.stall = flash, stall
+        self.sent = 0
+        self._start: float | None = None
 
     async def recv(self) -> av.VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        white = self.flash and flashing(float(pts * time_base))
+        loop = asyncio.get_running_loop()
+        self._start = self._start or loop.time()
+        t = self.sent / 30
+        if self.stall and self.stall[0] <= t < self.stall[1]:
+            self.sent = math.ceil(self.stall[1] * 30)
+            t = self.sent / 30
+        wait = self._start + t - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.sent += 1
+        white = self.flash and flashing(t)
         frame = av.VideoFrame.from_ndarray(self.white if white else self.image, format="rgb24")
-        frame.pts, frame.time_base = pts, time_base
+        frame.pts, frame.time_base = int(t * 90000), fractions.Fraction(1, 90000)
         return frame
 
 
@@ -103,11 +122,11 @@ class Tone(MediaStreamTrack):
 
 async def publisher(
     server: ServerProcess, uid: str, rgb: tuple[int, int, int], tone: tuple[float, float],
-    token: str | None = None, flash: bool = False,
+    token: str | None = None, flash: bool = False, stall: tuple[float, float] | None = None,
 ) -> tuple[Client, Publication]:  # fmt: skip
     client = await Client.connect(server.ws_url, uid, token=token, ice_ips=["127.0.0.1"])
     await client.join(ROOM)
-    tracks = [ColourTrack(rgb, flash), Tone(*tone, beep=flash)]
+    tracks = [ColourTrack(rgb, flash, stall), Tone(*tone, beep=flash)]
     publication = await client.publish(ROOM, tracks)
     await wait_for(lambda: publication.pc.connectionState == "connected", 10)
     return client, publication
@@ -373,7 +392,8 @@ async def test_rtmp_push_is_received_and_recorded_by_nginx(
 ) -> None:
     port, recordings = nginx
     argv = documented("--rtmp")
-    green, _ = await publisher(server, "carol", GREEN, LOUD)
+    # Carol's camera freezes for 3 s in the middle of the 10 s the worker runs.
+    green, _ = await publisher(server, "carol", GREEN, LOUD, stall=(4.0, 7.0))
     try:
         worker = await start_worker(argv, server, tmp_path, **{"1935": str(port)})
         async with running(worker):
@@ -388,7 +408,10 @@ async def test_rtmp_push_is_received_and_recorded_by_nginx(
     check_streams(info, fps=None)  # FLV keeps no frame rate of its own
     assert abs(float(info["format"]["duration"]) - 10.0) < 0.5, info["format"]
     frames = video_frames(flv)
-    assert frames[-1][1]["green"] > 0.9, frames[-1]
+    assert abs(len(frames) - 300) <= 3  # 30 fps throughout, the freeze included
+    first = next(i for i, (_, shares) in enumerate(frames) if shares["green"] > 0.9)
+    # The frozen camera's last picture is repeated: no black frame after the first one.
+    assert all(shares["green"] > 0.9 for _, shares in frames[first:]), frames[first:]
 
 
 KEY, SECRET = "APIa1b2c3", "a-secret-of-at-least-32-characters-0000"  # as in the doc
