@@ -564,3 +564,23 @@ def test_audio_buffer_fills_underruns_with_silence_and_bounds_its_delay() -> Non
     loud = np.full((100, 2), 30000, np.int16)
     assert (mix([loud, loud], 100) == 32767).all()  # clipped, not wrapped
     assert abs(rms(np.full((10, 2), 16384, np.int16)) - 0.5) < 1e-6
+
+
+def test_bad_options_are_refused_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    from aiosfu.cli import build_parser
+
+    for argv, reason in [
+        (["--fps", "7"], "7 fps: choose a rate that divides 48000"),
+        (["--video-bitrate", "fast"], "not a bitrate: 'fast'"),
+        (["--audio-bitrate", "1k"], "bitrate '1k' is below 8k"),
+    ]:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["composite", "--room", ROOM, "--mp4", "x.mp4", *argv])
+        assert reason in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one output, not two
+        build_parser().parse_args(["composite", "--room", ROOM, "--mp4", "x", "--hls", "y"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    args = build_parser().parse_args(
+        ["composite", "--room", ROOM, "--hls", "out", "--video-bitrate", "1.5M"]
+    )
+    assert (args.video_bitrate, args.audio_bitrate, args.fps) == (1_500_000, 128_000, 30)
