@@ -69,6 +69,24 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+@contextlib.contextmanager
+def _py_spy(pid: int, output: Path | None) -> Any:
+    """Sample the server's Python stacks (collapsed, for flamegraph.pl or sorting)."""
+    if output is None:
+        yield
+        return
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+         "--format", "raw", "--output", str(output), "--rate", "200"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+
+
 def start_server(log_dir: Path, cpus: set[int] | None, announce_up_to: int) -> ServerProcess:
     config = log_dir / f"storm-{announce_up_to}.toml"
     # No keepalives from the generator: a storm and its hold last well under this.
@@ -176,7 +194,12 @@ def _join_worker(
 
 
 def run_join_storm(
-    members: int, over: float, announce_up_to: int, workers: int, log_dir: Path
+    members: int,
+    over: float,
+    announce_up_to: int,
+    workers: int,
+    log_dir: Path,
+    profile: Path | None = None,
 ) -> JoinStorm:
     server_cpus, generator_cpus = _cpus()
     server = start_server(log_dir, server_cpus, announce_up_to)
@@ -200,9 +223,10 @@ def run_join_storm(
             pipes.append(receive)
             processes.append(process)
         time.sleep(max(0.0, t0 - 0.2 - time.time()))
-        cpu_before = server.cpu_seconds()
-        time.sleep(max(0.0, hold_until - 0.1 - time.time()))
-        cpu_after = server.cpu_seconds()
+        with _py_spy(server.pid, profile):
+            cpu_before = server.cpu_seconds()
+            time.sleep(max(0.0, hold_until - 0.1 - time.time()))
+            cpu_after = server.cpu_seconds()
         results = [pipe.recv() for pipe in pipes]
         for process in processes:
             process.join(timeout=30)
@@ -418,13 +442,6 @@ def run_subscribe_storm(
     storm = SubscribeStorm(subscribers, over, workers, video="VP8 320x180 250 kbps 30 fps")
     storm.watching_before = watching
     server = start_server(log_dir, server_cpus, 100)
-    spy: subprocess.Popen[bytes] | None = None
-    if profile is not None:
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid),
-             "--format", "raw", "--output", str(profile), "--rate", "200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
 
     async def drive() -> None:
         client, publication, requests = await _publish(server.ws_url, clip)
@@ -507,11 +524,9 @@ def run_subscribe_storm(
             storm.notes.append(f"{subscribers - storm.connected} never got a keyframe")
 
     try:
-        asyncio.run(drive())
+        with _py_spy(server.pid, profile):
+            asyncio.run(drive())
     finally:
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(timeout=30)
         server.stop()
     return storm
 
@@ -588,6 +603,10 @@ def write_benchmarks(
     BENCHMARKS.write_text(text)
 
 
+def _profile_path(prefix: Path | None, name: str) -> Path | None:
+    return None if prefix is None else prefix.with_name(f"{prefix.name}-{name}.txt")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__)
@@ -603,7 +622,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=4, help="generator processes")
     parser.add_argument(
-        "--profile", type=Path, metavar="FILE", help="py-spy the server over a subscribe storm"
+        "--profile",
+        type=Path,
+        metavar="PREFIX",
+        help="py-spy the server over each storm: PREFIX-join-N.txt, PREFIX-subscribe-N.txt",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
@@ -617,14 +639,20 @@ def main(argv: list[str] | None = None) -> None:
             parts = spec.split(":")
             members, over = int(parts[0]), float(parts[1])
             announce = int(parts[2]) if len(parts) > 2 else 100
-            storm = run_join_storm(members, over, announce, args.workers, Path(tmp))
+            spy = _profile_path(args.profile, f"join-{members}")
+            storm = run_join_storm(members, over, announce, args.workers, Path(tmp), spy)
             print(json.dumps(asdict(storm)), flush=True)
             storms.append(storm)
         subscribes: list[SubscribeStorm] = []
         for spec in filter(None, args.subscribes.split(",")):
             count, over = spec.split(":")
             sub = run_subscribe_storm(
-                int(count), float(over), args.workers, 5, Path(tmp), args.profile
+                int(count),
+                float(over),
+                args.workers,
+                5,
+                Path(tmp),
+                _profile_path(args.profile, f"subscribe-{count}"),
             )
             print(json.dumps(asdict(sub)), flush=True)
             subscribes.append(sub)
