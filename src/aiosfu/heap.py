@@ -13,11 +13,14 @@ Two settings, both plain `gc` calls:
 
 - `gc.freeze()` once the server is built: what startup made moves to a generation the
   collector never scans (it would never be freed anyway), so no pause includes it.
-- Larger thresholds: a young collection every `YOUNG` new container objects instead of
-  every 700, and a full one only after `FULL` middle-aged collections (CPython also waits
-  until the objects promoted since the last full collection are a quarter of those it
-  kept). Fewer collections, each scanning a bounded young generation; cyclic garbage
-  waits a little longer to be freed (at most about YOUNG x MIDDLE objects, a few MB).
+- Full collections made rare: one only after `FULL` middle-aged collections instead of
+  10 (CPython also waits until the objects promoted since the last full collection are a
+  quarter of those it kept), so a storm of arrivals no longer sets off one full scan of
+  the growing heap after another. The young generations stay small (`YOUNG` x `MIDDLE`
+  objects at most in a middle-aged collection, a few milliseconds), since their pauses
+  stop forwarding too; a live object is scanned about once in them whatever their
+  size. The price: cyclic garbage that reached the old generation (a closed peer
+  connection's) waits longer to be freed, at most about YOUNG x MIDDLE x FULL objects.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from aiosfu.log import get_logger
 
 log = get_logger("aiosfu.heap")
 
-YOUNG = 10_000  # new container objects between young collections (CPython: 700)
+YOUNG = 2_000  # new container objects between young collections (CPython: 700)
 MIDDLE = 10  # young collections per middle-aged one (CPython: 10)
-FULL = 50  # middle-aged collections at least between full ones (CPython: 10)
+FULL = 25  # middle-aged collections at least between full ones (CPython: 10)
 
 
 def settle() -> None:
