@@ -47,6 +47,8 @@ from bench.servers import ServerProcess, free_port, spawn, wait_listening
 ROOM = "lecture"
 # A worker whose CPU over the storm is past this share of its core held the server back.
 GENERATOR_BOUND = 0.85
+# After the last join response: the trailing room-count (5 s cadence for the audience).
+SETTLE = 6.0
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -128,11 +130,20 @@ class JoinStorm:
 
 
 async def _join_clients(
-    url: str, plan: list[tuple[str, float]], t0: float, hold_until: float
+    url: str, plan: list[tuple[str, float]], t0: float, answered: Any, release: Any
 ) -> dict[str, Any]:
+    """Every member joins at its time and holds its socket until `release`; `answered`
+    is set once every member has its join response (or has failed)."""
     latencies: list[float] = []
     late: list[float] = []
     counts = {"notifications": 0, "failed": 0}
+    settled = [0]
+
+    def settle_one() -> None:
+        settled[0] += 1
+        if settled[0] == len(plan):
+            answered.set()
+
     connector = aiohttp.TCPConnector(limit=0)
     sockets: list[aiohttp.ClientWebSocketResponse] = []
     holding = True
@@ -147,11 +158,13 @@ async def _join_clients(
                 ws = await http.ws_connect(url, params={"peer": uid}, max_msg_size=0)
             except aiohttp.ClientError:
                 counts["failed"] += 1
+                settle_one()
                 return
             sockets.append(ws)
             if not holding:  # connected after the hold ended: nobody would close it
                 await ws.close()
                 counts["failed"] += 1
+                settle_one()
                 return
             sent = time.perf_counter()
             await ws.send_str(
@@ -164,6 +177,7 @@ async def _join_clients(
                 frame = json.loads(message.data)
                 if frame.get("response") and frame.get("id") == 1:
                     answered = True
+                    settle_one()
                     if frame.get("ok"):
                         latencies.append(time.perf_counter() - sent)
                     else:
@@ -172,9 +186,10 @@ async def _join_clients(
                     counts["notifications"] += 1
             if not answered:
                 counts["failed"] += 1
+                settle_one()
 
         tasks = [asyncio.ensure_future(member(uid, offset)) for uid, offset in plan]
-        await asyncio.sleep(max(0.0, hold_until - time.time()))
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
         holding = False
         for ws in sockets:
             with contextlib.suppress(Exception):
@@ -190,7 +205,7 @@ def _join_worker(
     url: str,
     plan: list[tuple[str, float]],
     t0: float,
-    hold_until: float,
+    events: tuple[Any, Any],
     cpus: set[int] | None,
     out: Connection,
 ) -> None:
@@ -198,7 +213,7 @@ def _join_worker(
         os.sched_setaffinity(0, cpus)
     _raise_fd_limit()
     started = resource.getrusage(resource.RUSAGE_SELF)
-    result = asyncio.run(_join_clients(url, plan, t0, hold_until))
+    result = asyncio.run(_join_clients(url, plan, t0, *events))
     used = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_s"] = (used.ru_utime - started.ru_utime) + (used.ru_stime - started.ru_stime)
     out.send(result)
@@ -218,27 +233,34 @@ def run_join_storm(
     storm = JoinStorm(members, over, announce_up_to, workers)
     try:
         t0 = time.time() + 1.5  # every worker is up before the first arrival
-        settle = 2.0  # the last notifications and the trailing room-count arrive
-        hold_until = t0 + over + settle + members / 2000
         plans: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
         for i in range(members):
             plans[i % workers].append((f"s{i:05d}", over * i / members))
         context = multiprocessing.get_context("fork")
-        pipes, processes = [], []
+        release = context.Event()
+        pipes, processes, answered = [], [], []
         for plan in plans:
             receive, send = context.Pipe(duplex=False)
+            done = context.Event()
             process = context.Process(
                 target=_join_worker,
-                args=(server.ws_url, plan, t0, hold_until, generator_cpus, send),
+                args=(server.ws_url, plan, t0, (done, release), generator_cpus, send),
             )
             process.start()
             pipes.append(receive)
             processes.append(process)
+            answered.append(done)
         time.sleep(max(0.0, t0 - 0.2 - time.time()))
         with _py_spy(server.pid, profile):
             cpu_before = server.cpu_seconds()
-            time.sleep(max(0.0, hold_until - 0.1 - time.time()))
+            # The window ends once every join is answered (however far behind a loaded
+            # server fell) and the trailing head counts have gone out, not at a fixed time.
+            for done in answered:
+                done.wait(timeout=max(1.0, t0 + over + 120 - time.time()))
+            time.sleep(SETTLE)
             cpu_after = server.cpu_seconds()
+        hold_until = time.time()
+        release.set()
         results = [pipe.recv() for pipe in pipes]
         for process in processes:
             process.join(timeout=30)
@@ -590,7 +612,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
 def write_benchmarks(
-    joins: Sequence[JoinStorm], subscribes: Sequence[SubscribeStorm], command: str
+    joins: Sequence[JoinStorm],
+    subscribes: Sequence[SubscribeStorm],
+    command: str,
+    load: tuple[float, float, float],
 ) -> None:
     """Replace the generated storm block of BENCHMARKS.md (appended the first time)."""
     body = "\n".join(
@@ -598,7 +623,10 @@ def write_benchmarks(
             BEGIN,
             f"Command: `{command}` (inside a loopback-only namespace; `make bench` runs it)  ",
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"{os.cpu_count()} cores; server on one core, generator processes on the other",
+            f"{os.cpu_count()} cores; server on one core, generator processes on the other; "
+            f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end (the machine is shared: a load past the "
+            "core count means the server waited for a core, and latencies show it)",
             "",
             "Join storms:",
             "",
@@ -648,6 +676,7 @@ def main(argv: list[str] | None = None) -> None:
         "--write", action="store_true", help="update the storm section of BENCHMARKS.md"
     )
     args = parser.parse_args(argv)
+    load = os.getloadavg()
     _raise_fd_limit()
     storms: list[JoinStorm] = []
     with tempfile.TemporaryDirectory(prefix="aiosfu-storm-") as tmp:
@@ -676,7 +705,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(subscribe_table(subscribes))
     if args.write:
-        write_benchmarks(storms, subscribes, " ".join(["python -m bench.storm", *(argv or [])]))
+        command = " ".join(["python -m bench.storm", *(argv or [])])
+        write_benchmarks(storms, subscribes, command, load)
     if args.json:
         payload = {
             "joins": [asdict(s) for s in storms],
