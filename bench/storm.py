@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -314,6 +315,7 @@ class SubscribeStorm:
     signaling_rtt_p99_ms: float | None = None  # a keepalive every 100 ms during the storm
     signaling_rtt_max_ms: float | None = None
     watchers_longest_gap_ms: float | None = None  # between video frames, during the storm
+    publisher_longest_gap_ms: float | None = None  # between frames the publisher sent
     watchers_loss_pct: float | None = None
     generator_total_cpu_share: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -428,7 +430,9 @@ def _subscribe_worker(
     out.close()
 
 
-async def _publish(url: str, clip: Any) -> tuple[Any, Any, list[int]]:
+async def _publish(url: str, clip: Any, sent: list[float]) -> tuple[Any, Any, list[int]]:
+    """The teacher; `sent` gets the time each video frame left its track, so that the
+    watchers' gaps can be told from the publisher's own (it shares the generator's core)."""
     from aiosfu.client import Client
     from bench.media import PreencodedAudioTrack, PreencodedVideoTrack
 
@@ -436,6 +440,14 @@ async def _publish(url: str, clip: Any) -> tuple[Any, Any, list[int]]:
     client = await Client.connect(url, "teacher", ice_ips=["127.0.0.1"], keepalive_interval=5)
     await client.join(ROOM)
     audio, video = PreencodedAudioTrack(clip), PreencodedVideoTrack(clip)
+    next_frame = video.recv
+
+    async def timed_recv() -> Any:
+        frame = await next_frame()
+        sent.append(time.time())
+        return frame
+
+    video.recv = timed_recv  # type: ignore[method-assign]
     publication = await client.publish(ROOM, [audio, video])
     for sender in publication.pc.getSenders():
         if sender.track is video:
@@ -478,7 +490,8 @@ def run_subscribe_storm(
     server = start_server(log_dir, server_cpus, 100)
 
     async def drive() -> None:
-        client, publication, requests = await _publish(server.ws_url, clip)
+        frames_sent: list[float] = []
+        client, publication, requests = await _publish(server.ws_url, clip, frames_sent)
         context = multiprocessing.get_context("spawn")
         t_watch = time.time() + 4.0  # workers take a few seconds to start (spawn)
         t0 = t_watch + 3.0  # the watchers are flowing before the storm
@@ -546,6 +559,8 @@ def run_subscribe_storm(
         storm.server_cpu_per_subscriber_ms = setup / subscribers * 1000
         gaps = [r["longest_gap"] for r in watchers if r["longest_gap"] is not None]
         storm.watchers_longest_gap_ms = _ms(max(gaps) if gaps else None)
+        sends = [b - a for a, b in itertools.pairwise(frames_sent) if t0 <= b <= storm_end]
+        storm.publisher_longest_gap_ms = _ms(max(sends) if sends else None)
         expected = sum(r["expected"] for r in watchers)
         received = sum(r["received"] for r in watchers)
         if expected:
@@ -591,16 +606,17 @@ def subscribe_table(storms: Sequence[SubscribeStorm]) -> str:
     lines = [
         "| subscribers | over s | video | got a keyframe | 1st keyframe p50 ms | p99 ms "
         "| max ms | server CPU per new subscriber ms | forwarding µs/pkt | keyframe requests "
-        "| watchers' longest frame gap ms | watchers' loss % | signaling RTT max ms "
-        "| generator % core | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| watchers' longest frame gap ms | publisher's longest send gap ms | watchers' loss % "
+        "| signaling RTT max ms | generator % core | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in storms:
         lines.append(
             f"| {s.subscribers} | {s.over:g} | {s.video} | {s.connected} "
             f"| {s.first_keyframe_p50_ms} | {s.first_keyframe_p99_ms} | {s.first_keyframe_max_ms} "
             f"| {s.server_cpu_per_subscriber_ms:.1f} | {s.server_cpu_per_packet_us:.1f} "
-            f"| {s.keyframe_requests} | {s.watchers_longest_gap_ms} | {s.watchers_loss_pct} "
+            f"| {s.keyframe_requests} | {s.watchers_longest_gap_ms} "
+            f"| {s.publisher_longest_gap_ms} | {s.watchers_loss_pct} "
             f"| {s.signaling_rtt_max_ms} "
             f"| {s.generator_total_cpu_share * 100:.0f} | {', '.join(s.notes)} |"
         )
