@@ -42,8 +42,8 @@ CONFIG_KEY = web.AppKey("config", Config)
 class KeepaliveWatch:
     """Removes peers silent past the keepalive timeout: one sweep over every session per
     period, started with the first connection. A timer task per connection did the same
-    with one wake-up per member per second, 5,000 a second in a lecture hall: a fifth
-    of the server's CPU during a join storm."""
+    with one wake-up per member per second, 5,000 a second in a lecture hall: with their
+    timers, about a tenth of the server's CPU during a 5,000-member join storm."""
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
