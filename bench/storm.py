@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -47,6 +48,8 @@ from bench.servers import ServerProcess, free_port, spawn, wait_listening
 ROOM = "lecture"
 # A worker whose CPU over the storm is past this share of its core held the server back.
 GENERATOR_BOUND = 0.85
+# After the last join response: the trailing room-count (5 s cadence for the audience).
+SETTLE = 6.0
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -69,13 +72,34 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+@contextlib.contextmanager
+def _py_spy(pid: int, output: Path | None) -> Any:
+    """Sample the server's Python stacks (collapsed, for flamegraph.pl or sorting)."""
+    if output is None:
+        yield
+        return
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+         "--format", "raw", "--output", str(output), "--rate", "200"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+
+
 def start_server(log_dir: Path, cpus: set[int] | None, announce_up_to: int) -> ServerProcess:
     config = log_dir / f"storm-{announce_up_to}.toml"
     # No keepalives from the generator: a storm and its hold last well under this.
     # A lecture hall's worth of members and sockets, past the classroom-sized defaults.
+    # Every generated member comes from 127.0.0.1, a class from many addresses: the
+    # per-address cap on connections still sending their headers is a class's too.
     config.write_text(
         f"announce_members_up_to = {announce_up_to}\nkeepalive_timeout = 600\n"
         "max_room_members = 20000\nmax_connections = 20000\nmax_peer_connections = 20000\n"
+        "http_max_pending_per_ip = 512\n"
     )
     port = free_port()
     cmd = [
@@ -107,13 +131,23 @@ class JoinStorm:
 
 
 async def _join_clients(
-    url: str, plan: list[tuple[str, float]], t0: float, hold_until: float
+    url: str, plan: list[tuple[str, float]], t0: float, answered: Any, release: Any
 ) -> dict[str, Any]:
+    """Every member joins at its time and holds its socket until `release`; `answered`
+    is set once every member has its join response (or has failed)."""
     latencies: list[float] = []
     late: list[float] = []
     counts = {"notifications": 0, "failed": 0}
+    settled = [0]
+
+    def settle_one() -> None:
+        settled[0] += 1
+        if settled[0] == len(plan):
+            answered.set()
+
     connector = aiohttp.TCPConnector(limit=0)
     sockets: list[aiohttp.ClientWebSocketResponse] = []
+    holding = True
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def member(uid: str, offset: float) -> None:
@@ -125,8 +159,14 @@ async def _join_clients(
                 ws = await http.ws_connect(url, params={"peer": uid}, max_msg_size=0)
             except aiohttp.ClientError:
                 counts["failed"] += 1
+                settle_one()
                 return
             sockets.append(ws)
+            if not holding:  # connected after the hold ended: nobody would close it
+                await ws.close()
+                counts["failed"] += 1
+                settle_one()
+                return
             sent = time.perf_counter()
             await ws.send_str(
                 json.dumps({"request": True, "id": 1, "method": "join", "data": {"rid": ROOM}})
@@ -138,6 +178,7 @@ async def _join_clients(
                 frame = json.loads(message.data)
                 if frame.get("response") and frame.get("id") == 1:
                     answered = True
+                    settle_one()
                     if frame.get("ok"):
                         latencies.append(time.perf_counter() - sent)
                     else:
@@ -146,13 +187,18 @@ async def _join_clients(
                     counts["notifications"] += 1
             if not answered:
                 counts["failed"] += 1
+                settle_one()
 
         tasks = [asyncio.ensure_future(member(uid, offset)) for uid, offset in plan]
-        await asyncio.sleep(max(0.0, hold_until - time.time()))
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        holding = False
         for ws in sockets:
             with contextlib.suppress(Exception):
                 await ws.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, late_ones = await asyncio.wait(tasks, timeout=30)
+        for task in late_ones:  # still connecting: a server that stopped answering
+            task.cancel()
+            counts["failed"] += 1
     return {"latencies": latencies, "late": late, **counts}
 
 
@@ -160,7 +206,7 @@ def _join_worker(
     url: str,
     plan: list[tuple[str, float]],
     t0: float,
-    hold_until: float,
+    events: tuple[Any, Any],
     cpus: set[int] | None,
     out: Connection,
 ) -> None:
@@ -168,7 +214,7 @@ def _join_worker(
         os.sched_setaffinity(0, cpus)
     _raise_fd_limit()
     started = resource.getrusage(resource.RUSAGE_SELF)
-    result = asyncio.run(_join_clients(url, plan, t0, hold_until))
+    result = asyncio.run(_join_clients(url, plan, t0, *events))
     used = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_s"] = (used.ru_utime - started.ru_utime) + (used.ru_stime - started.ru_stime)
     out.send(result)
@@ -176,33 +222,46 @@ def _join_worker(
 
 
 def run_join_storm(
-    members: int, over: float, announce_up_to: int, workers: int, log_dir: Path
+    members: int,
+    over: float,
+    announce_up_to: int,
+    workers: int,
+    log_dir: Path,
+    profile: Path | None = None,
 ) -> JoinStorm:
     server_cpus, generator_cpus = _cpus()
     server = start_server(log_dir, server_cpus, announce_up_to)
     storm = JoinStorm(members, over, announce_up_to, workers)
     try:
         t0 = time.time() + 1.5  # every worker is up before the first arrival
-        settle = 2.0  # the last notifications and the trailing room-count arrive
-        hold_until = t0 + over + settle + members / 2000
         plans: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
         for i in range(members):
             plans[i % workers].append((f"s{i:05d}", over * i / members))
         context = multiprocessing.get_context("fork")
-        pipes, processes = [], []
+        release = context.Event()
+        pipes, processes, answered = [], [], []
         for plan in plans:
             receive, send = context.Pipe(duplex=False)
+            done = context.Event()
             process = context.Process(
                 target=_join_worker,
-                args=(server.ws_url, plan, t0, hold_until, generator_cpus, send),
+                args=(server.ws_url, plan, t0, (done, release), generator_cpus, send),
             )
             process.start()
             pipes.append(receive)
             processes.append(process)
+            answered.append(done)
         time.sleep(max(0.0, t0 - 0.2 - time.time()))
-        cpu_before = server.cpu_seconds()
-        time.sleep(max(0.0, hold_until - 0.1 - time.time()))
-        cpu_after = server.cpu_seconds()
+        with _py_spy(server.pid, profile):
+            cpu_before = server.cpu_seconds()
+            # The window ends once every join is answered (however far behind a loaded
+            # server fell) and the trailing head counts have gone out, not at a fixed time.
+            for done in answered:
+                done.wait(timeout=max(1.0, t0 + over + 120 - time.time()))
+            time.sleep(SETTLE)
+            cpu_after = server.cpu_seconds()
+        hold_until = time.time()
+        release.set()
         results = [pipe.recv() for pipe in pipes]
         for process in processes:
             process.join(timeout=30)
@@ -256,6 +315,7 @@ class SubscribeStorm:
     signaling_rtt_p99_ms: float | None = None  # a keepalive every 100 ms during the storm
     signaling_rtt_max_ms: float | None = None
     watchers_longest_gap_ms: float | None = None  # between video frames, during the storm
+    publisher_longest_gap_ms: float | None = None  # between frames the publisher sent
     watchers_loss_pct: float | None = None
     generator_total_cpu_share: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -370,7 +430,9 @@ def _subscribe_worker(
     out.close()
 
 
-async def _publish(url: str, clip: Any) -> tuple[Any, Any, list[int]]:
+async def _publish(url: str, clip: Any, sent: list[float]) -> tuple[Any, Any, list[int]]:
+    """The teacher; `sent` gets the time each video frame left its track, so that the
+    watchers' gaps can be told from the publisher's own (it shares the generator's core)."""
     from aiosfu.client import Client
     from bench.media import PreencodedAudioTrack, PreencodedVideoTrack
 
@@ -378,6 +440,14 @@ async def _publish(url: str, clip: Any) -> tuple[Any, Any, list[int]]:
     client = await Client.connect(url, "teacher", ice_ips=["127.0.0.1"], keepalive_interval=5)
     await client.join(ROOM)
     audio, video = PreencodedAudioTrack(clip), PreencodedVideoTrack(clip)
+    next_frame = video.recv
+
+    async def timed_recv() -> Any:
+        frame = await next_frame()
+        sent.append(time.time())
+        return frame
+
+    video.recv = timed_recv  # type: ignore[method-assign]
     publication = await client.publish(ROOM, [audio, video])
     for sender in publication.pc.getSenders():
         if sender.track is video:
@@ -418,16 +488,10 @@ def run_subscribe_storm(
     storm = SubscribeStorm(subscribers, over, workers, video="VP8 320x180 250 kbps 30 fps")
     storm.watching_before = watching
     server = start_server(log_dir, server_cpus, 100)
-    spy: subprocess.Popen[bytes] | None = None
-    if profile is not None:
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid),
-             "--format", "raw", "--output", str(profile), "--rate", "200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
 
     async def drive() -> None:
-        client, publication, requests = await _publish(server.ws_url, clip)
+        frames_sent: list[float] = []
+        client, publication, requests = await _publish(server.ws_url, clip, frames_sent)
         context = multiprocessing.get_context("spawn")
         t_watch = time.time() + 4.0  # workers take a few seconds to start (spawn)
         t0 = t_watch + 3.0  # the watchers are flowing before the storm
@@ -435,8 +499,10 @@ def run_subscribe_storm(
         steady = 5.0
         end = storm_end + steady
         plans: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
-        for i in range(watching):
-            plans[i % workers].append((f"w{i:03d}", t_watch - t0 + 0.1 * i))
+        # The watchers get a process of their own: a worker busy setting up newcomers
+        # (its own SDP, ICE, DTLS and collections) would delay the frames it reads, and
+        # the gap measured would be the generator's.
+        plans.append([(f"w{i:03d}", t_watch - t0 + 0.1 * i) for i in range(watching)])
         for i in range(subscribers):
             plans[i % workers].append((f"s{i:04d}", over * i / subscribers))
         pipes, processes = [], []
@@ -493,6 +559,8 @@ def run_subscribe_storm(
         storm.server_cpu_per_subscriber_ms = setup / subscribers * 1000
         gaps = [r["longest_gap"] for r in watchers if r["longest_gap"] is not None]
         storm.watchers_longest_gap_ms = _ms(max(gaps) if gaps else None)
+        sends = [b - a for a, b in itertools.pairwise(frames_sent) if t0 <= b <= storm_end]
+        storm.publisher_longest_gap_ms = _ms(max(sends) if sends else None)
         expected = sum(r["expected"] for r in watchers)
         received = sum(r["received"] for r in watchers)
         if expected:
@@ -507,11 +575,9 @@ def run_subscribe_storm(
             storm.notes.append(f"{subscribers - storm.connected} never got a keyframe")
 
     try:
-        asyncio.run(drive())
+        with _py_spy(server.pid, profile):
+            asyncio.run(drive())
     finally:
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(timeout=30)
         server.stop()
     return storm
 
@@ -540,15 +606,18 @@ def subscribe_table(storms: Sequence[SubscribeStorm]) -> str:
     lines = [
         "| subscribers | over s | video | got a keyframe | 1st keyframe p50 ms | p99 ms "
         "| max ms | server CPU per new subscriber ms | forwarding µs/pkt | keyframe requests "
-        "| watchers' longest frame gap ms | watchers' loss % | generator % core | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| watchers' longest frame gap ms | publisher's longest send gap ms | watchers' loss % "
+        "| signaling RTT max ms | generator % core | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in storms:
         lines.append(
             f"| {s.subscribers} | {s.over:g} | {s.video} | {s.connected} "
             f"| {s.first_keyframe_p50_ms} | {s.first_keyframe_p99_ms} | {s.first_keyframe_max_ms} "
             f"| {s.server_cpu_per_subscriber_ms:.1f} | {s.server_cpu_per_packet_us:.1f} "
-            f"| {s.keyframe_requests} | {s.watchers_longest_gap_ms} | {s.watchers_loss_pct} "
+            f"| {s.keyframe_requests} | {s.watchers_longest_gap_ms} "
+            f"| {s.publisher_longest_gap_ms} | {s.watchers_loss_pct} "
+            f"| {s.signaling_rtt_max_ms} "
             f"| {s.generator_total_cpu_share * 100:.0f} | {', '.join(s.notes)} |"
         )
     return "\n".join(lines)
@@ -559,7 +628,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
 def write_benchmarks(
-    joins: Sequence[JoinStorm], subscribes: Sequence[SubscribeStorm], command: str
+    joins: Sequence[JoinStorm],
+    subscribes: Sequence[SubscribeStorm],
+    command: str,
+    load: tuple[float, float, float],
 ) -> None:
     """Replace the generated storm block of BENCHMARKS.md (appended the first time)."""
     body = "\n".join(
@@ -567,7 +639,10 @@ def write_benchmarks(
             BEGIN,
             f"Command: `{command}` (inside a loopback-only namespace; `make bench` runs it)  ",
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"{os.cpu_count()} cores; server on one core, generator processes on the other",
+            f"{os.cpu_count()} cores; server on one core, generator processes on the other; "
+            f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end (the machine is shared: a load past the "
+            "core count means the server waited for a core, and latencies show it)",
             "",
             "Join storms:",
             "",
@@ -588,6 +663,10 @@ def write_benchmarks(
     BENCHMARKS.write_text(text)
 
 
+def _profile_path(prefix: Path | None, name: str) -> Path | None:
+    return None if prefix is None else prefix.with_name(f"{prefix.name}-{name}.txt")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__)
@@ -603,13 +682,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=4, help="generator processes")
     parser.add_argument(
-        "--profile", type=Path, metavar="FILE", help="py-spy the server over a subscribe storm"
+        "--profile",
+        type=Path,
+        metavar="PREFIX",
+        help="py-spy the server over each storm: PREFIX-join-N.txt, PREFIX-subscribe-N.txt",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--write", action="store_true", help="update the storm section of BENCHMARKS.md"
     )
     args = parser.parse_args(argv)
+    load = os.getloadavg()
     _raise_fd_limit()
     storms: list[JoinStorm] = []
     with tempfile.TemporaryDirectory(prefix="aiosfu-storm-") as tmp:
@@ -617,14 +700,20 @@ def main(argv: list[str] | None = None) -> None:
             parts = spec.split(":")
             members, over = int(parts[0]), float(parts[1])
             announce = int(parts[2]) if len(parts) > 2 else 100
-            storm = run_join_storm(members, over, announce, args.workers, Path(tmp))
+            spy = _profile_path(args.profile, f"join-{members}")
+            storm = run_join_storm(members, over, announce, args.workers, Path(tmp), spy)
             print(json.dumps(asdict(storm)), flush=True)
             storms.append(storm)
         subscribes: list[SubscribeStorm] = []
         for spec in filter(None, args.subscribes.split(",")):
             count, over = spec.split(":")
             sub = run_subscribe_storm(
-                int(count), float(over), args.workers, 5, Path(tmp), args.profile
+                int(count),
+                float(over),
+                args.workers,
+                5,
+                Path(tmp),
+                _profile_path(args.profile, f"subscribe-{count}"),
             )
             print(json.dumps(asdict(sub)), flush=True)
             subscribes.append(sub)
@@ -632,7 +721,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(subscribe_table(subscribes))
     if args.write:
-        write_benchmarks(storms, subscribes, " ".join(["python -m bench.storm", *(argv or [])]))
+        command = " ".join(["python -m bench.storm", *(argv or [])])
+        write_benchmarks(storms, subscribes, command, load)
     if args.json:
         payload = {
             "joins": [asdict(s) for s in storms],

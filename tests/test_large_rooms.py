@@ -3,7 +3,8 @@
 With `announce_members_up_to = 3`, the first three members of a room are announced to
 everyone exactly as seed 002 does; later joiners are audience: announced only to the
 members who publish, never to each other, and everyone hears the head count instead
-(`room-count`, at most once a second).
+(`room-count`: publishers at most once a second, everyone else at most every
+`room_count_audience_interval`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from tests.conftest import ServerProcess, start_server, stop_server, wait_for
 from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
 
 RID = "lecture"
+AUDIENCE_INTERVAL = 2.0  # room-count to members who neither publish nor run the room
 
 
 @pytest.fixture
 def lecture_server(tmp_path: Path) -> Iterator[ServerProcess]:
     config = tmp_path / "aiosfu.toml"
-    config.write_text("announce_members_up_to = 3\n")
+    config.write_text(
+        f"announce_members_up_to = 3\nroom_count_audience_interval = {AUDIENCE_INTERVAL}\n"
+    )
     server = start_server(tmp_path, "--config", str(config))
     yield server
     stop_server(server)
@@ -174,6 +178,42 @@ async def test_room_count_is_sent_at_most_once_a_second(
     counts = heard(watchers[0], "room-count")
     assert len(counts) <= int(elapsed) + 2, (len(counts), elapsed, joined_in)
     assert [c["members"] for c in counts] == sorted(c["members"] for c in counts)
+
+
+async def test_the_audience_hears_the_head_count_less_often_than_publishers(
+    lecture_server: ServerProcess, clients: list[Client]
+) -> None:
+    """Each room-count is a frame to every member: the audience (and early members) get
+    it at most every `room_count_audience_interval`, publishers at most once a second."""
+    teacher = await connect(lecture_server, clients, "teacher")
+    await teacher.join(RID)
+    publication = await teacher.publish(RID, [ToneTrack()])
+    await wait_for(lambda: publication.pc.connectionState == "connected", 10)
+    early = [await connect(lecture_server, clients, f"e{i}") for i in range(2)]
+    for client in early:
+        await client.join(RID)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    students = [await connect(lecture_server, clients, f"s{i}") for i in range(16)]
+    for student in students:  # arrivals over ~5 s: several intervals of either kind
+        await student.join(RID)
+        await asyncio.sleep(0.3)
+    listeners = [teacher, early[0], students[0]]
+
+    async def final_count() -> bool:
+        return all(
+            heard(c, "room-count") and heard(c, "room-count")[-1]["members"] == 19
+            for c in listeners
+        )
+
+    await wait_for(final_count, timeout=AUDIENCE_INTERVAL + 3)
+    elapsed = loop.time() - started
+    assert len(heard(teacher, "room-count")) <= int(elapsed) + 2
+    for client in (early[0], students[0]):
+        counts = heard(client, "room-count")
+        assert len(counts) <= int(elapsed / AUDIENCE_INTERVAL) + 2, (client.uid, counts, elapsed)
+    # The publisher, at its one-second cadence, heard more of the arrivals.
+    assert len(heard(teacher, "room-count")) > len(heard(students[0], "room-count"))
 
 
 @pytest.mark.media

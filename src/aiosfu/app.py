@@ -91,6 +91,7 @@ def build_app(config: Config) -> web.Application:
         config.signal_id,
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
         access=access,
+        audience_count_interval=config.room_count_audience_interval,
     )
     if config.turn_urls and config.turn_secret:
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aiosfu import __version__, tls
+from aiosfu import __version__, heap, tls
 from aiosfu.cluster.cli import add_cluster_parsers
 from aiosfu.composite.cli import add_composite_parser
 from aiosfu.config import load_config
@@ -50,6 +50,7 @@ def _serve(args: argparse.Namespace) -> None:
         f"aiosfu {__version__}: open {scheme}://{config.host}:{config.port}/ in two browser tabs",
         flush=True,
     )
+    heap.settle()
     http_guard.run_app(app, config.host, config.port, config.http_guard_limits(), context)
 
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from aiosfu import __version__
+from aiosfu import __version__, heap
 from aiosfu.config import Config, load_config
 from aiosfu.log import configure
 from aiosfu.signal import http_guard
@@ -33,6 +33,7 @@ def _signal(args: argparse.Namespace) -> None:
         f"aiosfu signal {config.signal_id} ({__version__}): ws://{config.host}:{config.port}/ws",
         flush=True,
     )
+    heap.settle()
     http_guard.run_app(app, config.host, config.port, config.http_guard_limits())
 
 
@@ -40,6 +41,7 @@ def _sfu(args: argparse.Namespace) -> None:
     config = _load(args, {"sfu_id": args.id, "ice_ips": args.ice_ip}, "sfu_node")
     from aiosfu.cluster.sfu_node import run_sfu_node
 
+    heap.settle()
     asyncio.run(run_sfu_node(config))
 
 

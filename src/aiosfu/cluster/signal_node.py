@@ -61,6 +61,7 @@ def build_signal_app(config: Config) -> web.Application:
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
         # Tokens are checked here as on `aiosfu serve`; the media sockets are the SFU's.
         access=access_control(config, sockets_per_peer_connection=0),
+        audience_count_interval=config.room_count_audience_interval,
     )
     service.serves_sfu = sfu.serves
     relay = P2PRelay(service)

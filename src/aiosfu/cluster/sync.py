@@ -335,8 +335,9 @@ class RoomSync:
         """A refused join leaves the member as it was: gone, away, or on its old node."""
         if moved is not None:
             room = self._mirror_member(rid, moved)
-            for pub in kept if room is not None else []:
-                room.add_publication(pub)
+            if room is not None:
+                for pub in kept:
+                    room.add_publication(pub)
             await self.store.add_member(rid, moved)
         elif away is not None:
             await self.store.set_away(rid, away, self.peer_grace + 10)

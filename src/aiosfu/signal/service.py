@@ -51,6 +51,7 @@ class SignalService:
         auto_record: Callable[[str], bool] = lambda rid: False,
         access: AccessControl | None = None,
         room_count_interval: float = 1.0,
+        audience_count_interval: float = 5.0,
     ) -> None:
         self.access = access or AccessControl()
         # Extensions may refuse a join (raise) and add fields to its response (TURN
@@ -69,8 +70,11 @@ class SignalService:
         # their own sections to stats().
         self.departure_listeners: list[Callable[[str, str | None], None]] = []
         self.stat_sources: dict[str, Callable[[], Any]] = {}
-        # Large rooms (docs/large-rooms.md): members hear the head count at most this often.
-        self.room_counts = Coalescer(room_count_interval, self._send_room_count)
+        # Large rooms (docs/large-rooms.md): watchers hear the head count at most once per
+        # `room_count_interval`, everyone else (one frame each) at most once per
+        # `audience_count_interval`.
+        self.room_counts = Coalescer(room_count_interval, self._send_watchers_count)
+        self.audience_counts = Coalescer(audience_count_interval, self._send_audience_count)
         # Publications whose transport has not connected yet: not announced until it has.
         self.connecting: set[str] = set()
         self.register("join", JoinData, self.join)
@@ -171,11 +175,20 @@ class SignalService:
     def _count_changed(self, room: Room) -> None:
         if room.audience_mode:
             self.room_counts.changed(room.rid)
+            self.audience_counts.changed(room.rid)
 
-    def _send_room_count(self, rid: str) -> None:
+    def _send_watchers_count(self, rid: str) -> None:
         room = self.rooms.get(rid)
         if room is not None:
-            self.notify_many(room.members, "room-count", {"rid": rid, "members": len(room.members)})
+            count = {"rid": rid, "members": len(room.members)}
+            self.notify_many(room.watchers, "room-count", count)
+
+    def _send_audience_count(self, rid: str) -> None:
+        room = self.rooms.get(rid)
+        if room is not None:
+            count = {"rid": rid, "members": len(room.members)}
+            watchers = room.watchers
+            self.notify_many((u for u in room.members if u not in watchers), "room-count", count)
 
     # --- the seed-002 methods -------------------------------------------------------
 
@@ -259,6 +272,7 @@ class SignalService:
         room = self.rooms.get(rid)
         if room is None:
             self.room_counts.forget(rid)
+            self.audience_counts.forget(rid)
             return
         announced = [
             p for p in departure.publications if p.has_media and p.mid not in self.connecting
