@@ -16,7 +16,7 @@ from aiortc.rtp import RtpPacket
 from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams, RtpRewriter
 
-WriteParts = Callable[[bytearray, bytes, int, int], None]
+WriteParts = Callable[..., None]  # (header, payload, payload_size, timestamp[, count])
 # A packet the subscriber NACKed this many times that neither our cache nor the
 # publisher could resend is given up on: a keyframe repairs the picture instead.
 NACK_ATTEMPTS = 3
@@ -35,6 +35,10 @@ class Sequencer(Protocol):
 
     def allow_retransmission(self, payload_size: int) -> bool:
         """Whether the downlink's retransmission budget has room for this packet."""
+        ...
+
+    def attach_padding(self, send_padding: Callable[[int], bool]) -> None:
+        """A track that can carry the downlink probe's padding (sfu/probe.py)."""
         ...
 
 
@@ -95,6 +99,8 @@ class Consumer:
         self.rewriter = RtpRewriter(params)
         if self.downstream is not None and URI_TRANSPORT_CC in params.extension_ids:
             self._next_transport_sequence = self.downstream.next_transport_sequence
+            if params.rtx_ssrc is not None and self._write_parts is not None:
+                self.downstream.attach_padding(self.send_padding)
         self.activated_at = time.monotonic()
         self.producer.add_consumer(self)
         if self.waiting_for_keyframe:
@@ -142,6 +148,21 @@ class Consumer:
                 self.output.write_rtp(b"".join((header, payload)), size, timestamp)
         except ConnectionError:
             pass  # transport going away; the peer connection's state change cleans up
+
+    def send_padding(self, size: int) -> bool:
+        """One padding-only packet on this track's RTX stream, numbered on the downlink's
+        transport-wide sequence: the probe's filler. False if it cannot go out."""
+        rewriter, sequencer, write = self.rewriter, self._next_transport_sequence, self._write_parts
+        if rewriter is None or sequencer is None or write is None or not rewriter.started:
+            return False
+        data = rewriter.padding(size, sequencer(size))
+        if data is None:
+            return False
+        try:
+            write(b"", data, 0, 0, False)  # not media: Sender Reports do not count it
+        except ConnectionError:
+            return False
+        return True
 
     async def send(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
         """`forward` for callers on the event loop (RTCP it queued is sent before return)."""
