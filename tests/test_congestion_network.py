@@ -20,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from tests.browser import launch_chromium
-from tests.congestion import Leg, busy_camera_args, run_legs, sfu_leg
+from tests.congestion import KEEP_RESOLUTION_JS, Leg, busy_camera_args, run_legs, sfu_leg
 from tests.netns import (
     RemoteServer,
     clear_impairments,
@@ -161,9 +161,13 @@ async def test_publisher_follows_a_bottlenecked_subscriber(
         stats = await remote_server.stats()
     finally:
         clear_impairments(remote_server)
+    # A busy picture never looks good enough to Chromium's quality scaler to scale back
+    # up, and its lower resolution caps the encoder's rate (600 kbit/s at 320x240):
+    # from here the resolution is kept, so the target is congestion control's alone.
+    await leg.sender.evaluate(f"({KEEP_RESOLUTION_JS})(window.measured)")
     try:
         recovered_in = await sample_until(
-            leg, lambda s: target_kbps(s) > LIMIT_KBIT, within=10, server=remote_server
+            leg, lambda s: target_kbps(s) > 2 * LIMIT_KBIT, within=10, server=remote_server
         )
     finally:
         (artifacts / "congestion-bottleneck-samples.json").write_text(
@@ -190,14 +194,13 @@ async def test_publisher_follows_a_bottlenecked_subscriber(
         "receivedEachSample": [r.get("packetsReceived") for _, r in leg.samples],
         "sentKbpsEachSample": sent_kbps(leg),
         "downstream": downstreams,
+        "producers": [p for v in stats["sfu"]["publications"].values() for p in v["producers"]],
+        "consumers": [c for v in stats["sfu"]["subscriptions"].values() for c in v["consumers"]],
     }
     (artifacts / "congestion-bottleneck.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"bottleneck metrics: {json.dumps(metrics)}")
     assert fell_in <= 5 and downstreams[0]["estimateBps"] is not None, metrics
-    if limited["lossFraction"] >= 0.02 or limited["decodedFps"] < 15:
-        # Known: the estimate sometimes cuts far below the link while the publisher is
-        # still reacting, or lets go too early; the subscriber then freezes or loses.
-        pytest.xfail(f"limited phase not yet steady: {limited}")
+    assert limited["lossFraction"] < 0.02 and limited["decodedFps"] >= 15, metrics
 
 
 async def test_nack_and_rtx_repair_loss_on_both_legs(

@@ -108,6 +108,16 @@ class RateWindow:
         total = sum(self._bins) - self._bins[self._current % n]
         return total * 8 * 1_000_000 // (self.bin_us * (n - 1))
 
+    def recent_bps(self, bins: int) -> int | None:
+        """The rate over the last `bins` complete bins only (a policer's bucket, emptied
+        at the start of the window, no longer in it)."""
+        n = len(self._bins)
+        bins = max(1, min(bins, n - 1))
+        if self._current < 0 or self._current - self._first < bins + 1:
+            return None
+        total = sum(self._bins[(self._current - k) % n] for k in range(1, bins + 1))
+        return total * 8 * 1_000_000 // (self.bin_us * bins)
+
 
 # --- delay-based -------------------------------------------------------------------------
 
@@ -628,8 +638,11 @@ class SendSideBwe:
         )
         if short > _HEAVY_LOSS and can_decrease:
             new = self._target * (1 - 0.5 * short)
+            # What arrived over the lossy window itself: over a whole second, a policer's
+            # bucket emptying at the start reads as capacity it does not have.
+            recent = self.delivered.recent_bps(_LOSS_WINDOW_US // self.delivered.bin_us)
             if delivered is not None:
-                new = min(new, 0.9 * delivered)
+                new = min(new, 0.9 * min(delivered, recent or delivered))
             self._decrease_to(new, max(short, long), now_us)
             return
         if short < _LOW_LOSS:

@@ -181,6 +181,7 @@ class Consumer:
         self.nacks_received += 1
         self.nacked_packets += len(sequence_numbers)
         missing: list[int] = []
+        refused: list[int] = []  # the downlink's budget had no room: unrepaired too
         now = time.monotonic()
         resent_at = self._resent_at
         if len(resent_at) > RESENT_TRACKED:
@@ -192,10 +193,12 @@ class Consumer:
             if packet is None:
                 missing.append(original)
                 continue
-            if now - resent_at.get(original, -1e9) < RESEND_GUARD or (
-                downstream is not None and not downstream.allow_retransmission(len(packet.payload))
-            ):
+            if now - resent_at.get(original, -1e9) < RESEND_GUARD:
                 self.resends_suppressed += 1
+                continue
+            if downstream is not None and not downstream.allow_retransmission(len(packet.payload)):
+                self.resends_suppressed += 1
+                refused.append(original)
                 continue
             resent_at[original] = now
             self.retransmitted += 1
@@ -207,9 +210,10 @@ class Consumer:
                 return
         if missing:
             await self.producer.request_retransmission(missing)
-            if self._given_up(missing):
-                self.keyframe_escalations += 1
-                await self.producer.request_keyframe()
+        if (missing or refused) and self._given_up(missing + refused):
+            # The subscriber would wait seconds before asking for a keyframe itself.
+            self.keyframe_escalations += 1
+            await self.producer.request_keyframe()
 
     def _given_up(self, missing: list[int]) -> bool:
         """Count unanswered NACKs per packet; True when one has had its last chance."""

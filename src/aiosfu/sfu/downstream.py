@@ -140,6 +140,7 @@ class Downstream:
             size = min(PADDING_BYTES, due)
             if not send_padding(size):
                 prober.active = None  # nothing can carry it: give the cluster up
+                prober.controller.on_abandoned()
                 return
             prober.padding_packets += 1
             prober.padding_bytes += size

@@ -116,6 +116,7 @@ class ProbeController:
         self._raised_at_us: int | None = None  # a limited probe raised the estimate then
         self._seen_cut_us: int | None = None
         self.misled = 0
+        self._results = 0
 
     def next_target(
         self, estimate_bps: int, limited: bool, last_cut_us: int | None, clean: bool, now_us: int
@@ -147,6 +148,12 @@ class ProbeController:
             return None
         return self._target(LIMITED_FACTOR * estimate_bps, now_us)
 
+    def on_abandoned(self) -> None:
+        """The cluster could not be sent (no track could carry padding yet): the
+        initial probe is owed again."""
+        if not self._results:
+            self.started = False
+
     def _target(self, bps: float, now_us: int) -> int | None:
         self._last_probe_us = now_us
         target = int(min(bps, self.max_bps))
@@ -156,6 +163,7 @@ class ProbeController:
         self, cluster_bps: int, result_bps: int | None, raised: bool, limited: bool, now_us: int
     ) -> None:
         """A cluster's result (None: it failed); `raised`: it lifted the estimate."""
+        self._results += 1
         if result_bps is not None and result_bps >= FURTHER_IF * cluster_bps:
             further = int(FURTHER_FACTOR * result_bps)
             if further > cluster_bps and cluster_bps < self.max_bps:
