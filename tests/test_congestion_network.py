@@ -19,8 +19,20 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from aiosfu.client import Client
 from tests.browser import launch_chromium
-from tests.congestion import KEEP_RESOLUTION_JS, Leg, busy_camera_args, run_legs, sfu_leg
+from tests.conftest import wait_for
+from tests.congestion import (
+    KEEP_RESOLUTION_JS,
+    LOCAL_PORT_JS,
+    SUBSCRIBE_JS,
+    Leg,
+    busy_camera_args,
+    open_origin_page,
+    run_legs,
+    sfu_leg,
+)
+from tests.media import NoiseTrack
 from tests.netns import (
     RemoteServer,
     clear_impairments,
@@ -201,6 +213,65 @@ async def test_publisher_follows_a_bottlenecked_subscriber(
     print(f"bottleneck metrics: {json.dumps(metrics)}")
     assert fell_in <= 5 and downstreams[0]["estimateBps"] is not None, metrics
     assert limited["lossFraction"] < 0.02 and limited["decodedFps"] >= 15, metrics
+
+
+async def publisher_sent_kbps(pc: Any, seconds: float) -> float:
+    """What an aiortc publisher's video sender put on the wire over `seconds`."""
+
+    async def sent_bytes() -> int:
+        stats = await pc.getStats()
+        return sum(s.bytesSent for s in stats.values() if s.type == "outbound-rtp")
+
+    before = await sent_bytes()
+    await asyncio.sleep(seconds)
+    return (await sent_bytes() - before) * 8 / 1000 / seconds
+
+
+async def test_a_remb_only_publisher_follows_a_bottlenecked_subscriber(
+    remote_server: RemoteServer, busy_browser: Browser
+) -> None:
+    # aiortc offers goog-remb only: all it goes by is the REMB we send it, which must
+    # carry the subscriber's downlink as well as our receive-side estimate.
+    client = await Client.connect(remote_server.ws_url, "aiortc-pub")
+    try:
+        await client.join("remb")
+        publication = await client.publish("remb", [NoiseTrack()])
+        subscriber = await open_origin_page(busy_browser, remote_server.http_url)
+        await subscriber.evaluate(
+            SUBSCRIBE_JS,
+            {
+                "ws": remote_server.ws_url,
+                "rid": "remb",
+                "uid": "remb-sub",
+                "mid": publication.mid,
+                "sfuid": publication.sfuid,
+            },
+        )
+        await wait_for(lambda: publication.pc.connectionState == "connected", 10)
+        opened = 0.0
+        for _ in range(12):  # aiortc starts at 500 kbit/s and climbs as our REMB does
+            opened = await publisher_sent_kbps(publication.pc, 2)
+            if opened > 1.3 * LIMIT_KBIT:
+                break
+        port = await subscriber.evaluate(LOCAL_PORT_JS)
+        impair(remote_server, [f"down udp dport {port} {LIMIT_RULE}"])
+        try:
+            rates = []
+            for _ in range(6):
+                rates.append(round(await publisher_sent_kbps(publication.pc, 2)))
+                if rates[-1] < LIMIT_KBIT:
+                    break
+            uplink = (await remote_server.stats())["sfu"]["publications"][publication.mid]["uplink"]
+        finally:
+            clear_impairments(remote_server)
+        metrics = {"openKbps": round(opened), "limitedKbps": rates, "uplink": uplink}
+        print(f"remb-only metrics: {json.dumps(metrics)}")
+        assert opened > 1.3 * LIMIT_KBIT, metrics  # it did send more than the limit
+        assert rates[-1] < LIMIT_KBIT, metrics
+        assert uplink["transportCcPackets"] == 0, metrics  # REMB was its only signal
+        assert uplink["publisherCapBps"] is not None, metrics
+    finally:
+        await client.close()
 
 
 async def test_nack_and_rtx_repair_loss_on_both_legs(
