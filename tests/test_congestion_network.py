@@ -94,6 +94,9 @@ async def sample_server(server: RemoteServer | None) -> None:
                         "lossFraction",
                         "deliveredBps",
                         "usage",
+                        "probeClusters",
+                        "probeResultBps",
+                        "probeMisled",
                     )
                 }
                 for s in sfu["subscriptions"].values()

@@ -85,6 +85,23 @@ def test_the_limit_holds_until_the_estimate_is_well_past_where_it_was_cut(
     assert downstream.limiting_bps == 765_000
 
 
+def test_where_probes_can_go_only_a_probe_releases_the_limit(clock: FakeClock) -> None:
+    # Chromium keeps well under a REMB ceiling, so an estimate that grew meanwhile says
+    # nothing about the link; a probe cluster that came through does.
+    downstream, estimator = congested_downstream(clock)
+    downstream.attach_padding(lambda size: True)
+    estimator.last_cut_us, estimator.delivered.bps = clock.now, 600_000
+    estimator.estimate_bps = 540_000
+    assert downstream.limiting_bps == 540_000
+    clock.now += CONGESTION_MEMORY_US + 1
+    estimator.estimate_bps = 900_000
+    assert downstream.limiting_bps == 900_000  # grown, not proven
+    downstream._probed = (clock.now, 700_000)  # a probe the link held to 700 kbit/s
+    assert downstream.limiting_bps == 900_000
+    downstream._probed = (clock.now, 2_000_000)
+    assert downstream.limiting_bps is None
+
+
 def test_a_subscriber_remb_limits_at_once(clock: FakeClock) -> None:
     downstream, estimator = congested_downstream(clock)
     estimator.limited_by, estimator.estimate_bps = "remb", 400_000

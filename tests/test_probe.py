@@ -60,6 +60,18 @@ def test_probing_starts_at_three_times_the_estimate_and_climbs_while_it_succeeds
     assert controller.next_target(2_900_000, False, None, True, S) is None
 
 
+def test_a_refused_limited_probe_is_tried_again_after_the_same_interval() -> None:
+    controller = ProbeController()
+    controller.next_target(1_000_000, False, None, True, 0)
+    controller.on_result(3_000_000, 600_000, False, False, S // 5)
+    cut = 2 * S
+    first = cut + LIMITED_INTERVAL_US
+    assert controller.next_target(500_000, True, cut, True, first) == 1_000_000
+    controller.on_result(1_000_000, 450_000, False, True, first + S // 5)  # refused
+    assert controller.next_target(500_000, True, cut, True, first + S) is None
+    assert controller.next_target(500_000, True, cut, True, first + LIMITED_INTERVAL_US)
+
+
 def test_probing_never_exceeds_its_ceiling() -> None:
     controller = ProbeController(max_bps=4_000_000)
     assert controller.next_target(2_000_000, False, None, True, 0) == 4_000_000

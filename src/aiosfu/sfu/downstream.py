@@ -70,6 +70,7 @@ class Downstream:
         self.prober = Prober()
         self._send_padding: SendPadding | None = None
         self._probe_timer: asyncio.TimerHandle | None = None
+        self._probed: tuple[int, int] | None = None  # (when, bps) of the last probe result
 
     def attach_padding(self, send_padding: SendPadding) -> None:
         """A video track with RTX offers to carry the probes' padding (the first one kept)."""
@@ -110,6 +111,8 @@ class Downstream:
             estimator = self.estimator
             estimator.on_feedback(results, now)
             for cluster_bps, result in self.prober.on_results(results, now):
+                if result is not None:
+                    self._probed = (now, result)
                 raised = result is not None and estimator.on_probe_result(result, now)
                 limited = self.limiting_bps is not None
                 self.prober.controller.on_result(cluster_bps, result, raised, limited, now)
@@ -194,10 +197,24 @@ class Downstream:
         if (
             now - cut >= CONGESTION_MEMORY_US
             and estimate >= RELEASE_ABOVE_CAPACITY * self._capacity
+            and (self._send_padding is None or self._probed_past(cut))
         ):
             self._released_cut, self._capacity = cut, 0
             return None
         return estimate
+
+    def _probed_past(self, cut: int) -> bool:
+        """A probe since the cut carried well past the capacity the link showed then.
+
+        An estimate that grew while the publisher kept below it (Chromium sends well
+        under a REMB ceiling) proves nothing about the link; a probe does. Where no
+        track can carry probes, growth alone releases the publisher."""
+        probed = self._probed
+        return (
+            probed is not None
+            and probed[0] > cut
+            and probed[1] >= RELEASE_ABOVE_CAPACITY * self._capacity
+        )
 
     def stats(self) -> dict[str, object]:
         return {

@@ -14,7 +14,9 @@ to learn) answers that with probe clusters, and so does this module:
   probe misleads on a policer (a token bucket passes a short burst at any rate): when
   congestion cuts the estimate within `MISLED_WITHIN_US` of a probe that raised it, the
   interval doubles, up to `MAX_LIMITED_INTERVAL_US`, so a lasting policer costs one short
-  loss episode per interval.
+  loss episode per interval. A probe the link refused is tried again after the same
+  interval (it cost a few dropped packets). While probing is possible, only a probe
+  releases the publisher from a limited estimate (sfu/downstream.py).
 - **What** (`ProbeCluster`): at least 5 packets and 30 ms at the cluster's rate, media
   sent meanwhile included; the padding goes out as padding-only RTP on a video track's
   RTX stream (`RtpRewriter.padding`), each packet with the subscriber's transport-wide
@@ -168,11 +170,11 @@ class ProbeController:
             further = int(FURTHER_FACTOR * result_bps)
             if further > cluster_bps and cluster_bps < self.max_bps:
                 self._further_bps = min(further, self.max_bps)
+        # A probe the link refused costs a few dropped packets and is tried again after
+        # the same interval; one that passed and misled (see next_target) costs a loss
+        # episode, and doubles it.
         if raised and limited:
             self._raised_at_us = now_us
-        elif result_bps is not None and not raised and limited:
-            # The link said no at twice the estimate: the limit is there; probe less.
-            self._limited_interval_us = min(MAX_LIMITED_INTERVAL_US, 2 * self._limited_interval_us)
         if raised and not limited:
             self._limited_interval_us = LIMITED_INTERVAL_US
 
