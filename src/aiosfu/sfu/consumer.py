@@ -155,6 +155,8 @@ class Consumer:
         rewriter, sequencer, write = self.rewriter, self._next_transport_sequence, self._write_parts
         if rewriter is None or sequencer is None or write is None or not rewriter.started:
             return False
+        if rewriter.params.rtx_payload_type is None:
+            return False  # checked before numbering: a number never sent reads as a loss
         data = rewriter.padding(size, sequencer(size))
         if data is None:
             return False
