@@ -111,10 +111,11 @@ class Downstream:
             estimator = self.estimator
             estimator.on_feedback(results, now)
             for cluster_bps, result in self.prober.on_results(results, now):
+                # limited as the probe found it: the result may release it at once
+                limited = self.limiting_bps is not None
                 if result is not None:
                     self._probed = (now, result)
                 raised = result is not None and estimator.on_probe_result(result, now)
-                limited = self.limiting_bps is not None
                 self.prober.controller.on_result(cluster_bps, result, raised, limited, now)
             self._probe(now)
 

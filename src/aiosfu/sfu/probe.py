@@ -9,8 +9,9 @@ to learn) answers that with probe clusters, and so does this module:
 
 - **When** (`ProbeController`): once at the start, at 3x the estimate; again, exponentially
   (at 2x the result), while a probe shows the link carried at least 70% of what it was
-  sent at; and while congestion limits the estimate, once it has gone `limited_interval`
-  without a cut with its last loss window clean (the limit may have lifted). A limited
+  sent at; and while congestion limits the estimate, once it has gone
+  `LIMITED_INTERVAL_US` (8 s) without a cut or a probe, its last loss window clean (the
+  limit may have lifted). A limited
   probe misleads on a policer (a token bucket passes a short burst at any rate): when
   congestion cuts the estimate within `MISLED_WITHIN_US` of a probe that raised it, the
   interval doubles, up to `MAX_LIMITED_INTERVAL_US`, so a lasting policer costs one short
@@ -21,7 +22,7 @@ to learn) answers that with probe clusters, and so does this module:
   sent meanwhile included; the padding goes out as padding-only RTP on a video track's
   RTX stream (`RtpRewriter.padding`), each packet with the subscriber's transport-wide
   sequence number, so its feedback reports it.
-- **The result** (`ProbeResult.estimate`): from the transport-cc results of the cluster's
+- **The result** (`estimate`): from the transport-cc results of the cluster's
   packets, the rate they were sent at and the rate they arrived at; the lower of the two,
   and 0.95x the arrival rate when that is clearly below the send rate (the link is full).
   A cluster with more than half its packets lost, or too few reported, gives no result.
