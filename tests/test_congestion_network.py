@@ -3,7 +3,10 @@ nftables on the link limits or drops what crosses it (no netem, nothing leaves t
 
 - A subscriber's downlink limited to ~600 kbit/s: with one subscriber the publisher
   follows that downlink (the SFU tells it the subscriber's estimate) instead of sending
-  what only gets dropped; when the limit goes, it climbs back.
+  what only gets dropped, the subscriber still decoding 15 fps with under 2% loss; when
+  the limit goes, a probe of the downlink finds out and the publisher climbs back.
+- The same for an aiortc publisher, which offers only goog-remb: the ceiling reaches it
+  inside the REMB it goes by.
 - 5% random loss each way: NACK and RTX repair both legs, so the subscriber still
   decodes nearly what a lossless subscriber does.
 """
