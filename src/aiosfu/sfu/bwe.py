@@ -466,6 +466,7 @@ _CEILING_SPAN = 1.1
 _BETTER = 0.7
 _NOISE = 0.015
 _DELIVERED_FLOOR = 0.85
+_RECENT_US = 250_000
 
 
 class SendSideBwe:
@@ -638,9 +639,9 @@ class SendSideBwe:
         )
         if short > _HEAVY_LOSS and can_decrease:
             new = self._target * (1 - 0.5 * short)
-            # What arrived over the lossy window itself: over a whole second, a policer's
-            # bucket emptying at the start reads as capacity it does not have.
-            recent = self.delivered.recent_bps(_LOSS_WINDOW_US // self.delivered.bin_us)
+            # What arrived over the end of the lossy window: over a whole second, or the
+            # window's start, a policer's bucket emptying reads as capacity it does not have.
+            recent = self.delivered.recent_bps(_RECENT_US // self.delivered.bin_us)
             if delivered is not None:
                 new = min(new, 0.9 * min(delivered, recent or delivered))
             self._decrease_to(new, max(short, long), now_us)
