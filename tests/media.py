@@ -36,6 +36,25 @@ class PatternTrack(VideoStreamTrack):
         return frame
 
 
+class NoiseTrack(VideoStreamTrack):
+    """Grey with faint noise: fills whatever bitrate aiortc's VP8 encoder is allowed
+    (250 kbit/s to 1.5 Mbit/s), unlike full-range noise, which overshoots any target."""
+
+    def __init__(self, width: int = 320, height: int = 240, seed: int = 1) -> None:
+        super().__init__()
+        self.width = width
+        self.height = height
+        self._rng = np.random.default_rng(seed)
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        noise = self._rng.integers(-16, 16, (self.height, self.width, 3))
+        image = (128 + noise).astype(np.uint8)
+        frame = VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
 class ToneTrack(MediaStreamTrack):
     """A 440 Hz stereo tone in 20 ms frames, paced in real time."""
 

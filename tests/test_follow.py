@@ -7,6 +7,7 @@ import pytest
 from aiosfu.sfu import downstream as downstream_module
 from aiosfu.sfu.downstream import CONGESTION_MEMORY_US, Downstream
 from aiosfu.sfu.follow import publisher_cap
+from aiosfu.sfu.twcc import PacketResult
 
 
 def test_one_subscriber_is_followed_all_the_way_down() -> None:
@@ -83,6 +84,55 @@ def test_the_limit_holds_until_the_estimate_is_well_past_where_it_was_cut(
     estimator.last_cut_us, estimator.delivered.bps = clock.now, 900_000  # cut again
     estimator.estimate_bps = 765_000
     assert downstream.limiting_bps == 765_000
+
+
+def test_where_probes_can_go_only_a_probe_releases_the_limit(clock: FakeClock) -> None:
+    # Chromium keeps well under a REMB ceiling, so an estimate that grew meanwhile says
+    # nothing about the link; a probe cluster that came through does.
+    downstream, estimator = congested_downstream(clock)
+    downstream.attach_padding(lambda size: True)
+    estimator.last_cut_us, estimator.delivered.bps = clock.now, 600_000
+    estimator.estimate_bps = 540_000
+    assert downstream.limiting_bps == 540_000
+    clock.now += CONGESTION_MEMORY_US + 1
+    estimator.estimate_bps = 900_000
+    assert downstream.limiting_bps == 900_000  # grown, not proven
+    downstream._probed = (clock.now, 700_000)  # a probe the link held to 700 kbit/s
+    assert downstream.limiting_bps == 900_000
+    downstream._probed = (clock.now, 2_000_000)
+    assert downstream.limiting_bps is None
+
+
+def test_a_probe_that_released_a_limit_is_remembered_as_one_that_may_mislead(
+    clock: FakeClock,
+) -> None:
+    # The probe's result releases the limit at once; whether the probe found the
+    # estimate limited must be read before that, or a policer that let the probe
+    # through would never back the next probe off.
+    downstream, estimator = congested_downstream(clock)
+    downstream.attach_padding(lambda size: True)
+    downstream.prober.controller.started = True  # past the initial probes
+    estimator.last_cut_us, estimator.delivered.bps = clock.now, 600_000
+    estimator.estimate_bps = 540_000
+    assert downstream.limiting_bps == 540_000
+    clock.now += CONGESTION_MEMORY_US + 1
+
+    def on_probe_result(bps: int, now_us: int) -> bool:
+        estimator.estimate_bps = bps
+        return True
+
+    estimator.on_feedback = lambda results, now_us: None  # type: ignore[attr-defined]
+    estimator.on_probe_result = on_probe_result  # type: ignore[attr-defined]
+    estimator.loss_clean = True  # type: ignore[attr-defined]
+    result = PacketResult(1, clock.now, 300, clock.now)
+    downstream.history.on_feedback = lambda feedback: [result]  # type: ignore[method-assign]
+    downstream.prober.on_results = lambda results, now: [(1_080_000, 2_000_000)]  # type: ignore[method-assign]
+    downstream.on_transport_feedback(None)  # type: ignore[arg-type]
+    assert downstream.limiting_bps is None  # released by the probe
+    controller = downstream.prober.controller
+    recut = clock.now + 2_000_000  # the policer is still there: cut again soon after
+    assert controller.next_target(540_000, True, recut, True, recut + 1) is None
+    assert controller.misled == 1
 
 
 def test_a_subscriber_remb_limits_at_once(clock: FakeClock) -> None:

@@ -89,6 +89,26 @@ async def test_a_ceiling_is_sent_as_remb_and_lifted_explicitly() -> None:
     assert unpack_remb_fci(sent[0][12:])[1] == [7]
 
 
+async def test_a_remb_only_publisher_gets_the_lower_of_its_estimate_and_the_cap() -> None:
+    # Its only congestion signal is our REMB (aiortc's receive-side estimate): the
+    # subscribers' ceiling must come through that same REMB, never as a second value.
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    uplink = Uplink(send, sender_ssrc=42, extension_id=0)
+    assert uplink.remb_bitrate(1_500_000) == 1_500_000  # no ceiling: the estimate
+    uplink.set_cap(500_000, [7])
+    assert uplink.remb_bitrate(1_600_000) == 500_000
+    assert uplink.remb_bitrate(400_000) == 400_000  # its own uplink is the lower
+    uplink.set_cap(None, [7])  # lifted: back to the estimate, not to "no ceiling"
+    assert uplink.remb_bitrate(1_700_000) == 1_700_000
+    await asyncio.sleep(0)
+    bitrates = [unpack_remb_fci(p[12:])[0] for p in sent]
+    assert bitrates == [500_000, 400_000]
+
+
 FIREFOX_OFFER_HEAD = "v=0\r\no=mozilla...THIS_IS_SDPARTA-99.0 1 0 IN IP4 0.0.0.0\r\ns=-\r\n"
 CHROMIUM_OFFER_HEAD = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\n"
 VIDEO_LINES = (

@@ -308,8 +308,9 @@ class ForwardingReceiver(RTCRtpReceiver):
             if encoding.rtx:
                 self.transport._rtp_router.ssrc_table.setdefault(encoding.rtx.ssrc, self)
         hook = PacketIOHook.of(self.transport)
+        # Without transport-cc the uplink only carries the subscribers' ceiling into REMB.
+        self.uplink = self._connection_uplink(parameters)
         if uses_transport_cc(parameters):
-            self.uplink = self._connection_uplink(parameters)
             hook.io.uplink = hook.io.uplink or self.uplink
         if self.forward is not None:
             # what aiortc's router knows is ours; an SSRC it learns later is added on
@@ -328,7 +329,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         if uplink is None:
             ssrc = self._RTCRtpReceiver__rtcp_ssrc or random.getrandbits(32)
             extension_id = next(
-                e.id for e in parameters.headerExtensions if e.uri == URI_TRANSPORT_CC
+                (e.id for e in parameters.headerExtensions if e.uri == URI_TRANSPORT_CC), 0
             )
             uplink = Uplink(dtls._send_rtp, ssrc, extension_id)
             dtls._aiosfu_uplink = uplink
@@ -400,6 +401,8 @@ class ForwardingReceiver(RTCRtpReceiver):
             )
             rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc
             if rtcp_ssrc is not None and remb is not None:
+                if uplink is not None:  # capped by the subscribers' downlinks
+                    remb = (uplink.remb_bitrate(remb[0]), remb[1])
                 self._rtcp_out.append(
                     self._send_rtcp(
                         RtcpPsfbPacket(

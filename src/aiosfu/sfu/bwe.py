@@ -108,6 +108,16 @@ class RateWindow:
         total = sum(self._bins) - self._bins[self._current % n]
         return total * 8 * 1_000_000 // (self.bin_us * (n - 1))
 
+    def recent_bps(self, bins: int) -> int | None:
+        """The rate over the last `bins` complete bins only (a policer's bucket, emptied
+        at the start of the window, no longer in it)."""
+        n = len(self._bins)
+        bins = max(1, min(bins, n - 1))
+        if self._current < 0 or self._current - self._first < bins + 1:
+            return None
+        total = sum(self._bins[(self._current - k) % n] for k in range(1, bins + 1))
+        return total * 8 * 1_000_000 // (self.bin_us * bins)
+
 
 # --- delay-based -------------------------------------------------------------------------
 
@@ -455,6 +465,8 @@ _CEILING_SPAN = 1.1
 # a second of packets measures it to, for the cut to count as having helped.
 _BETTER = 0.7
 _NOISE = 0.015
+_DELIVERED_FLOOR = 0.85
+_RECENT_US = 250_000
 
 
 class SendSideBwe:
@@ -531,7 +543,13 @@ class SendSideBwe:
             long = _fraction(windows, len(windows))
             since = self._windows_since_cut
             after_cut = _fraction(windows, since) if since >= 2 else None
-            self._on_loss(self._lost / self._expected, long, after_cut, now_us)
+            # Loss from before the last cut acted is no reason to cut again: within four
+            # windows of a cut, only the windows after the first one since it count (the
+            # first still carries what was in flight at the old rate).
+            settled = long
+            if since < _LONG_WINDOWS:
+                settled = _fraction(windows, since - 1) if since >= 2 else 0.0
+            self._on_loss(self._lost / self._expected, long, after_cut, settled, now_us)
             self._lost = self._expected = 0
             self._loss_window_start = now_us
         self._update(now_us)
@@ -543,7 +561,8 @@ class SendSideBwe:
             return
         fraction = fraction_lost / 256  # an RR covers about a second: short and long
         after_cut = fraction if now_us - self._last_cut_us >= 2 * _LOSS_WINDOW_US else None
-        self._on_loss(fraction, fraction, after_cut, now_us)
+        settled = 0.0 if after_cut is None else fraction
+        self._on_loss(fraction, fraction, after_cut, settled, now_us)
         self._update(now_us)
 
     def on_remb(self, bitrate_bps: int, now_us: int) -> None:
@@ -554,15 +573,46 @@ class SendSideBwe:
     def on_rtt(self, rtt_us: int) -> None:
         self.rtt_us = max(1_000, rtt_us)
 
+    def on_probe_result(self, bps: int, now_us: int) -> bool:
+        """A probe cluster showed the link carries `bps` (sfu/probe.py): the estimate
+        rises to it at once, delay- and loss-based alike (GCC does the same); never
+        lowers it. True if the estimate rose."""
+        before = self.estimate_bps
+        bps = min(bps, self.max_bps)
+        rate = self.delay.rate
+        if not rate.initialized or rate.bps < bps:
+            if bps > rate.link.upper_bps():
+                rate.link.reset()  # more than the capacity it knew: explore again
+            rate.bps = float(bps)
+            rate.initialized = True
+        if bps > self._target:
+            self._target = float(bps)
+            ceiling = self._loss_ceiling
+            if ceiling is not None and bps > _CEILING_SPAN * ceiling:
+                self._loss_ceiling = None
+        self._update(now_us)
+        return self.estimate_bps > before
+
+    @property
+    def loss_clean(self) -> bool:
+        """The last loss window had under 2% loss (or there has been none yet)."""
+        return self._low_streak != 0
+
     # the loss controller
 
-    def _on_loss(self, short: float, long: float, after_cut: float | None, now_us: int) -> None:
+    def _on_loss(
+        self, short: float, long: float, after_cut: float | None, settled: float, now_us: int
+    ) -> None:
         """GCC's loss controller, plus rules for a server that does not probe.
 
         `short` is the loss of the last window (0.5 s), `long` of the last four (2 s):
         decisions that random loss could fake use the long one, reactions that must be
         quick the short one. `after_cut` covers the windows since the last cut (up to
-        four, None until two): it judges whether that cut helped.
+        four, None until two): it judges whether that cut helped. `settled` is the long
+        loss without what the last cut could not yet have prevented (the in-flight
+        window after it): GCC's cut above 10% loss uses it, never going below 0.85x the
+        delivered rate, so losses still arriving from before a cut do not spiral the
+        estimate far below the link.
 
         Policers give loss and no delay, and GCC alone holds anywhere between 2% and 10%
         loss: at 1.1x a policed rate it would lose 9% for ever. So:
@@ -589,8 +639,11 @@ class SendSideBwe:
         )
         if short > _HEAVY_LOSS and can_decrease:
             new = self._target * (1 - 0.5 * short)
+            # What arrived over the end of the lossy window: over a whole second, or the
+            # window's start, a policer's bucket emptying reads as capacity it does not have.
+            recent = self.delivered.recent_bps(_RECENT_US // self.delivered.bin_us)
             if delivered is not None:
-                new = min(new, 0.9 * delivered)
+                new = min(new, 0.9 * min(delivered, recent or delivered))
             self._decrease_to(new, max(short, long), now_us)
             return
         if short < _LOW_LOSS:
@@ -615,14 +668,23 @@ class SendSideBwe:
             return
         if not can_decrease:
             return
-        if long > _HIGH_LOSS:
-            self._decrease_to(self._target * (1 - 0.5 * long), long, now_us)
+        if settled > _HIGH_LOSS:
+            # Never below what the link delivered meanwhile: it carried that much while
+            # dropping the rest (a policer's rate, a full queue's drain).
+            new = self._target * (1 - 0.5 * settled)
+            if delivered is not None:
+                new = max(new, _DELIVERED_FLOOR * delivered)
+            if new < self._target:
+                self._decrease_to(new, settled, now_us)
         elif self._congestion_loss is not None and after_cut is not None:
             before = self._congestion_loss
             if after_cut < _BETTER * before and before - after_cut > _NOISE:
                 # Clearly less loss at a lower rate: the rate causes it, keep going down.
                 new = self._target * (1 - 0.5 * after_cut)
-                self._decrease_to(new, after_cut, now_us, undoable=True)
+                if delivered is not None:
+                    new = max(new, _DELIVERED_FLOOR * delivered)
+                if new < self._target:
+                    self._decrease_to(new, after_cut, now_us, undoable=True)
             else:
                 # No better at a lower rate: the loss is the path's own. Hold, and give
                 # back the cuts that were only experiments.

@@ -22,7 +22,7 @@ from aiortc.rtp import RtpPacket
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams, RtpRewriter
 from aiosfu.sfu.router import Sink, Source
 
-WriteParts = Callable[[bytearray, bytes, int, int], None]
+WriteParts = Callable[..., None]  # (header, payload, payload_size, timestamp[, count])
 # A packet the subscriber NACKed this many times that neither our cache nor the
 # publisher could resend is given up on: a keyframe repairs the picture instead.
 NACK_ATTEMPTS = 3
@@ -41,6 +41,10 @@ class Sequencer(Protocol):
 
     def allow_retransmission(self, payload_size: int) -> bool:
         """Whether the downlink's retransmission budget has room for this packet."""
+        ...
+
+    def attach_padding(self, send_padding: Callable[[int], bool]) -> None:
+        """A track that can carry the downlink probe's padding (sfu/probe.py)."""
         ...
 
 
@@ -122,6 +126,8 @@ class SimpleConsumer:
         self.rewriter = RtpRewriter(params)
         if self.downstream is not None and URI_TRANSPORT_CC in params.extension_ids:
             self._next_transport_sequence = self.downstream.next_transport_sequence
+            if params.rtx_ssrc is not None and self._write_parts is not None:
+                self.downstream.attach_padding(self.send_padding)
         self.activated_at = time.monotonic()
         if self.waiting_for_keyframe:
             self._next_keyframe_request = self.activated_at + self.keyframe_retry_interval
@@ -169,6 +175,23 @@ class SimpleConsumer:
         except ConnectionError:
             pass  # transport going away; the peer connection's state change cleans up
 
+    def send_padding(self, size: int) -> bool:
+        """One padding-only packet on this track's RTX stream, numbered on the downlink's
+        transport-wide sequence: the probe's filler. False if it cannot go out."""
+        rewriter, sequencer, write = self.rewriter, self._next_transport_sequence, self._write_parts
+        if rewriter is None or sequencer is None or write is None or not rewriter.started:
+            return False
+        if rewriter.params.rtx_payload_type is None:
+            return False  # checked before numbering: a number never sent reads as a loss
+        data = rewriter.padding(size, sequencer(size))
+        if data is None:
+            return False
+        try:
+            write(b"", data, 0, 0, False)  # not media: Sender Reports do not count it
+        except ConnectionError:
+            return False
+        return True
+
     async def send(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
         """`forward` for callers on the event loop (RTCP it queued is sent before return)."""
         self.forward(packet, keyframe, abs_send_time)
@@ -186,6 +209,7 @@ class SimpleConsumer:
         self.nacks_received += 1
         self.nacked_packets += len(sequence_numbers)
         missing: list[int] = []
+        refused: list[int] = []  # the downlink's budget had no room: unrepaired too
         now = time.monotonic()
         resent_at = self._resent_at
         if len(resent_at) > RESENT_TRACKED:
@@ -197,10 +221,12 @@ class SimpleConsumer:
             if packet is None:
                 missing.append(original)
                 continue
-            if now - resent_at.get(original, -1e9) < RESEND_GUARD or (
-                downstream is not None and not downstream.allow_retransmission(len(packet.payload))
-            ):
+            if now - resent_at.get(original, -1e9) < RESEND_GUARD:
                 self.resends_suppressed += 1
+                continue
+            if downstream is not None and not downstream.allow_retransmission(len(packet.payload)):
+                self.resends_suppressed += 1
+                refused.append(original)
                 continue
             resent_at[original] = now
             self.retransmitted += 1
@@ -212,9 +238,10 @@ class SimpleConsumer:
                 return
         if missing:
             await self.source.request_retransmission(missing)
-            if self._given_up(missing):
-                self.keyframe_escalations += 1
-                await self.source.request_keyframe()
+        if (missing or refused) and self._given_up(missing + refused):
+            # The subscriber would wait seconds before asking for a keyframe itself.
+            self.keyframe_escalations += 1
+            await self.source.request_keyframe()
 
     def _given_up(self, missing: list[int]) -> bool:
         """Count unanswered NACKs per packet; True when one has had its last chance."""

@@ -10,9 +10,12 @@ for the publisher; simulcast layer choice later).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 from aiosfu.sfu.bwe import SendSideBwe
+from aiosfu.sfu.probe import PADDING_BYTES, Prober
 from aiosfu.sfu.twcc import SendHistory, TransportFeedback
 
 # What a packet costs on the wire beyond its payload: RTP header and extensions, SRTP
@@ -36,6 +39,11 @@ CAPACITY_WINDOW_US = 1_000_000
 # a link that drops, repair must not become most of what is sent (libwebrtc caps it too).
 RETRANSMISSION_SHARE = 0.3
 RETRANSMISSION_BURST_S = 0.5
+# A probe cluster's padding goes out in slots this far apart, each with what is due.
+PROBE_SLOT_S = 0.005
+
+# send_padding(size) -> whether a padding-only packet of `size` bytes went out
+SendPadding = Callable[[int], bool]
 
 
 def now_us() -> int:
@@ -59,6 +67,15 @@ class Downstream:
         self._cut_seen: int | None = None
         self._released_cut: int | None = None
         self._capacity = 0  # the most the link showed it carries, since limiting began
+        self.prober = Prober()
+        self._send_padding: SendPadding | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._probed: tuple[int, int] | None = None  # (when, bps) of the last probe result
+
+    def attach_padding(self, send_padding: SendPadding) -> None:
+        """A video track with RTX offers to carry the probes' padding (the first one kept)."""
+        if self._send_padding is None:
+            self._send_padding = send_padding
 
     def next_transport_sequence(self, payload_size: int) -> int:
         """The transport-wide sequence number for the packet about to go out; remembered
@@ -66,7 +83,10 @@ class Downstream:
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
         self.packets_sent += 1
-        self.history.on_sent(sequence, now_us(), payload_size + PACKET_OVERHEAD)
+        now = now_us()
+        self.history.on_sent(sequence, now, payload_size + PACKET_OVERHEAD)
+        if self.prober.active is not None:
+            self.prober.on_sent(sequence, payload_size + PACKET_OVERHEAD, now)
         return sequence
 
     def allow_retransmission(self, payload_size: int) -> bool:
@@ -88,7 +108,53 @@ class Downstream:
         results = self.history.on_feedback(feedback)
         if results:
             now = now_us()
-            self.estimator.on_feedback(results, now)
+            estimator = self.estimator
+            estimator.on_feedback(results, now)
+            for cluster_bps, result in self.prober.on_results(results, now):
+                # limited as the probe found it: the result may release it at once
+                limited = self.limiting_bps is not None
+                if result is not None:
+                    self._probed = (now, result)
+                raised = result is not None and estimator.on_probe_result(result, now)
+                self.prober.controller.on_result(cluster_bps, result, raised, limited, now)
+            self._probe(now)
+
+    def _probe(self, now: int) -> None:
+        """Start a probe cluster if one is due (sfu/probe.py), and send its padding."""
+        if self._send_padding is None or self.closed or self._probe_timer is not None:
+            return
+        estimator = self.estimator
+        cluster = self.prober.start(
+            estimator.estimate_bps,
+            self.limiting_bps is not None,
+            estimator.last_cut_us,
+            estimator.loss_clean,
+            now,
+        )
+        if cluster is not None:
+            self._send_probe_slot()
+
+    def _send_probe_slot(self) -> None:
+        self._probe_timer = None
+        send_padding, prober = self._send_padding, self.prober
+        if send_padding is None or self.closed:
+            return
+        due = prober.due(now_us())
+        while due > 0:
+            size = min(PADDING_BYTES, due)
+            if not send_padding(size):
+                prober.active = None  # nothing can carry it: give the cluster up
+                prober.controller.on_abandoned()
+                return
+            prober.padding_packets += 1
+            prober.padding_bytes += size
+            due -= size + PACKET_OVERHEAD
+            if prober.active is None:
+                return  # that packet completed the cluster
+        if prober.active is not None:
+            self._probe_timer = asyncio.get_running_loop().call_later(
+                PROBE_SLOT_S, self._send_probe_slot
+            )
 
     def on_receiver_report(self, fraction_lost: int) -> None:
         """`fraction_lost` as on the wire (1/256 units), for one of our streams."""
@@ -132,10 +198,24 @@ class Downstream:
         if (
             now - cut >= CONGESTION_MEMORY_US
             and estimate >= RELEASE_ABOVE_CAPACITY * self._capacity
+            and (self._send_padding is None or self._probed_past(cut))
         ):
             self._released_cut, self._capacity = cut, 0
             return None
         return estimate
+
+    def _probed_past(self, cut: int) -> bool:
+        """A probe since the cut carried well past the capacity the link showed then.
+
+        An estimate that grew while the publisher kept below it (Chromium sends well
+        under a REMB ceiling) proves nothing about the link; a probe does. Where no
+        track can carry probes, growth alone releases the publisher."""
+        probed = self._probed
+        return (
+            probed is not None
+            and probed[0] > cut
+            and probed[1] >= RELEASE_ABOVE_CAPACITY * self._capacity
+        )
 
     def stats(self) -> dict[str, object]:
         return {
@@ -146,5 +226,6 @@ class Downstream:
             "transportCcPacketsSent": self.packets_sent,
             "transportCcFeedbacks": self.feedbacks,
             "retransmissionsRefused": self.retransmissions_refused,
+            **self.prober.stats(),
             **self.estimator.stats(),
         }

@@ -235,3 +235,27 @@ class RtpRewriter:
         self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
         original = _SEQ.pack((packet.sequence_number + self.sequence_offset) & 0xFFFF)
         return header + ext + original + packet.payload
+
+    def padding(self, size: int, transport_sequence: int | None) -> bytes | None:
+        """A padding-only packet of `size` padding bytes (1-255) on the RTX stream, for
+        probing the downlink (sfu/probe.py): the subscriber counts it in its transport-cc
+        feedback and discards it. It takes the RTX stream's next sequence number, as a
+        retransmission does (SRTP would reject a repeated one). None without RTX."""
+        params = self.params
+        if params.rtx_payload_type is None or params.rtx_ssrc is None or not self.started:
+            return None
+        size = max(1, min(255, size))
+        ext = b""
+        if self._tcc_id is not None and transport_sequence is not None:
+            block = bytes([(self._tcc_id << 4) | 1]) + _SEQ.pack(transport_sequence)
+            block += b"\x00" * (-len(block) % 4)
+            ext = b"\xbe\xde" + _SEQ.pack(len(block) // 4) + block
+        header = _HEADER.pack(
+            (0x90 if ext else 0x80) | 0x20,
+            params.rtx_payload_type,
+            self._rtx_sequence,
+            self._start_timestamp,
+            params.rtx_ssrc,
+        )
+        self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
+        return header + ext + bytes(size - 1) + bytes((size,))

@@ -94,6 +94,17 @@ class Uplink:
         self.feedback_sent = 0
         self.cap_bps: int | None = None  # the ceiling the publisher was last told
         self._releases_left = 0
+        # A publisher without transport-cc (extension_id 0) is driven by REMB from
+        # aiortc's receive-side estimator: its last value, which the ceiling caps.
+        self.receive_estimate_bps: int | None = None
+
+    def remb_bitrate(self, estimate_bps: int) -> int:
+        """The REMB to send a publisher without transport-cc for a receive-side estimate:
+        the lower of it and the ceiling its subscribers' downlinks set, so such a
+        publisher follows them as a transport-cc one does."""
+        self.receive_estimate_bps = estimate_bps
+        cap = self.cap_bps
+        return estimate_bps if cap is None else min(estimate_bps, cap)
 
     def record(self, sequence_number: int, ssrc: int, arrival_us: int, size: int) -> None:
         """One packet that carried the transport-wide sequence number extension."""
@@ -128,9 +139,12 @@ class Uplink:
             if not self._releases_left:
                 return
             self._releases_left -= 1
-            bitrate = NO_CEILING_BPS
+            # without transport-cc, REMB is all the publisher goes by: back to the estimate
+            bitrate = self.receive_estimate_bps or NO_CEILING_BPS
         else:
             self.cap_bps = bitrate = cap_bps
+            if self.receive_estimate_bps is not None:
+                bitrate = min(bitrate, self.receive_estimate_bps)
             self._releases_left = 0
         remb = RtcpPsfbPacket(
             fmt=RTCP_PSFB_APP,
