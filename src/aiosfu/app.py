@@ -7,7 +7,7 @@ from aiohttp import web
 from aiosfu.config import Config
 from aiosfu.log import get_logger
 from aiosfu.room import RoomPolicy, Rooms
-from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
+from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses, use_port_range
 from aiosfu.sfu.local import LocalSfu, SfuSettings
 from aiosfu.sfu.nat import nat_mapping
 from aiosfu.signal import turn
@@ -31,6 +31,7 @@ def build_local_sfu(config: Config) -> tuple[LocalSfu, list[str], dict[str, str]
     """The media plane of this process (also an SFU node's): with its ICE addresses and
     the public address announced for each."""
     ice_addresses = use_host_addresses(config.ice_ips)
+    use_port_range(config.ice_port_min, config.ice_port_max)
     announced = nat_mapping(ice_addresses, config.public_ip, config.nat_1_1_mapping)
     drop_unverified_datagrams()
     sfu = LocalSfu(
