@@ -105,6 +105,7 @@ class Config(BaseModel):
     max_peer_connections: int = Field(4000, ge=1)
     max_connections: int = Field(4000, ge=1)
     max_offer_media: int = Field(16, ge=1, le=256)
+    max_ingests: int = Field(16, ge=0)
     http_header_timeout: float = Field(10.0, gt=0)
     http_max_pending: int = Field(512, ge=1)
     http_max_pending_per_ip: int = Field(64, ge=1)
