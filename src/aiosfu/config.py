@@ -61,6 +61,7 @@ class SfuNodeConfig(BaseModel):
     region: str = ""
     max_rooms: int = Field(default=0, ge=0)
     drain_timeout: float = Field(default=600.0, ge=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no /metrics listener
 
 
 class Config(BaseModel):

@@ -80,6 +80,10 @@ def add_cluster_parsers(commands: Any) -> None:
         "--ice-ports", type=port_range, metavar="LOW-HIGH",
         help="bind ICE host candidates on UDP ports in this range only, e.g. 50000-59999",
     )  # fmt: skip
+    sfu.add_argument(
+        "--metrics-port", dest="node_metrics_port", type=int,
+        help="serve this node's load as Prometheus /metrics on this port (default: off)",
+    )  # fmt: skip
     sfu.add_argument("--max-rooms", dest="node_max_rooms", type=int, help="rooms at most")
     sfu.add_argument(
         "--drain-timeout", dest="node_drain_timeout", type=float,
