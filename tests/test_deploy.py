@@ -329,11 +329,12 @@ NODE_PORTS = range(30000, 32768)  # Kubernetes' default NodePort range
 def test_media_ports_are_a_fixed_range_nothing_else_on_the_node_takes() -> None:
     sfu = container(by_kind("Deployment", "aiosfu-sfu"))
     parsed = parse_if_known(sfu["args"])
+    assert {p["containerPort"] for p in sfu["ports"]} == {50051, parsed.node_metrics_port}
     low, high = parsed.ice_ports
     ice = range(low, high + 1)
     assert len(ice) >= 1000, "one port per peer connection: a lecture hall needs thousands"
     relay = coturn_ports(container(by_kind("Deployment", "coturn"))["args"])
-    for other in (relay, EPHEMERAL, NODE_PORTS, range(50051, 50052)):
+    for other in (relay, EPHEMERAL, NODE_PORTS, range(50051, 50052), range(9464, 9465)):
         assert not set(ice) & set(other), other
     # The same in docker-compose.yml, where both SFU nodes and coturn share one host.
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
