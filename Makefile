@@ -19,6 +19,8 @@ INTEROP_PACKAGES := firefox-esr python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav gstreamer1.0-nice gir1.2-nice-0.1 \
 	gir1.2-gst-rtsp-server-1.0
+# The RTMP server that receives the composite worker's push in tests/test_composite.py.
+COMPOSITE_PACKAGES := nginx libnginx-mod-rtmp
 
 .PHONY: install system-deps run cluster test lint fuzz bench bench-callgrind bench-deps bench-storm clean proto
 
@@ -38,7 +40,7 @@ system-deps:
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
-	for pkg in $(INTEROP_PACKAGES); do \
+	for pkg in $(INTEROP_PACKAGES) $(COMPOSITE_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || \
 			missing="$$missing $$pkg"; \
 	done; \
@@ -100,6 +102,7 @@ bench: bench-deps
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.flood --idle 500 --seconds 5 > bench/results/flood.json
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.cluster --json bench/results/cluster.json
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.composite --json bench/results/composite.json
 
 # Instructions per forwarded packet (valgrind), the figure that does not drift.
 bench-callgrind: bench-deps

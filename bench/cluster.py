@@ -29,10 +29,9 @@ from typing import Any
 import aiohttp
 
 from aiosfu.client import Client
-from tests.cluster import start_cluster
+from tests.cluster import start_cluster, wait_for_discovery
 from tests.conftest import start_server, stop_server
 from tests.media import PatternTrack
-from tests.test_multinode import wait_for_discovery
 
 # After the join storm, the peers still read the peer-joins it caused; a stream-add timed
 # before they are through measures their backlog, not the cluster.

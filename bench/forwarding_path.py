@@ -6,8 +6,9 @@ its own SRTP session. A datagram goes in where the event loop would hand it over
 publisher socket's `datagram_received`, which the fast path takes over) and comes out
 as N protected datagrams handed to `sendto` of sink sockets that only count them.
 
-Every object on the path is the server's own (FastIngress, ForwardingReceiver, Producer,
-Consumer, RtpRewriter, ForwardingSender and its egress, libsrtp through pylibsrtp).
+Every object on the path is the server's own (PacketIO and its hook, ForwardingReceiver,
+Producer, Router, SimpleConsumer, RtpRewriter, ForwardingSender, libsrtp through
+pylibsrtp).
 What is not: ICE and DTLS never ran; each transport is put in the state a finished
 handshake leaves it in (SRTP sessions keyed, one nominated candidate pair, state
 "connected"), and that pair's socket is a sink. That is why this module reads aiortc's
@@ -44,9 +45,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pylibsrtp import Policy, Session
 
 from aiosfu.sfu.aiortc_hooks import ForwardingReceiver, ForwardingSender, NeverTrack
-from aiosfu.sfu.consumer import Consumer
+from aiosfu.sfu.consumer import SimpleConsumer
 from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import URI_ABS_SEND_TIME, URI_MID, OutputParams
+from aiosfu.sfu.router import Router
 
 # Browsers publish and subscribe with transport-wide congestion control: each packet
 # carries the transport-wide sequence number in, and gets the subscriber's own out.
@@ -204,8 +206,9 @@ def connected_transport(
 
 
 async def build_path(subscribers: int, stream: Stream, keepalive: list[Any]) -> ForwardingPath:
-    """Publisher transport → ForwardingReceiver (with FastIngress on its socket) →
-    Producer → `subscribers` x (Consumer → ForwardingSender → sink socket), wired as
+    """Publisher transport → PacketIO (its receive hook on the socket) →
+    ForwardingReceiver → Producer → the room's Router → `subscribers` x (SimpleConsumer
+    → ForwardingSender → the subscriber connection's PacketIO → sink socket), wired as
     `LocalSfu.publish` / `LocalSfu.subscribe` wire them once negotiation is done.
 
     The publisher's datagrams are protected with `srtp_key(0)`, subscriber i's transport
@@ -239,7 +242,9 @@ async def build_path(subscribers: int, stream: Stream, keepalive: list[Any]) -> 
             encodings=[RTCRtpDecodingParameters(ssrc=stream.ssrc, payloadType=stream.payload_type)],
         )
     )
-    keepalive += [publisher, receiver, producer]
+    router = Router("bench")
+    router.add_producer(producer)
+    keepalive += [publisher, receiver, producer, router]
 
     sinks = []
     for i in range(subscribers):
@@ -249,14 +254,15 @@ async def build_path(subscribers: int, stream: Stream, keepalive: list[Any]) -> 
         )
         if Downstream is None:
             sender = ForwardingSender.adopt(RTCRtpSender(NeverTrack("video"), dtls))
-            consumer = Consumer(producer, sender)
+            consumer = SimpleConsumer(producer, sender)
         else:
             downstream = Downstream()
             sender = ForwardingSender.adopt(RTCRtpSender(NeverTrack("video"), dtls), downstream)
-            consumer = Consumer(producer, sender, downstream=downstream)
+            consumer = SimpleConsumer(producer, sender, downstream=downstream)
         sender.on_negotiated = consumer.activate
         sender.on_nack = consumer.on_nack
         sender.on_keyframe_request = consumer.on_keyframe_request
+        router.attach(producer, consumer)
         await consumer.activate(
             OutputParams(
                 ssrc=0x90000000 + i,  # fixed (aiortc draws them at random): same work each run

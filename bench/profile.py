@@ -15,18 +15,18 @@ from pathlib import Path
 STAGES = [
     (
         "socket callback → fan-out done (all forwarding)",
-        "FastIngress._install.<locals>.datagram_received",
+        "PacketIO._ingress.<locals>.datagram_received",
         "incl",
     ),
     ("· SRTP unprotect (in)", "fast_unprotect.<locals>.unprotect", "incl"),
     ("· RTP parse (in)", "RtpPacket.parse", "incl"),
     ("· aiortc ingress work: stats, NACK, REMB (in)", "ForwardingReceiver._accept", "incl"),
-    ("· per-subscriber step (Consumer.forward)", "Consumer.forward", "incl"),
+    ("· per-subscriber step (SimpleConsumer.forward)", "SimpleConsumer.forward", "incl"),
     ("· · header rewrite", "RtpRewriter.header", "incl"),
     ("· · SRTP protect (out)", "fast_protect_parts.<locals>.protect", "incl"),
     (
         "    sendto syscall (out, incl. kernel)",
-        "ForwardingSender._open_egress.<locals>.send_direct",
+        "PacketIO._egress.<locals>.send_direct",
         "self",
     ),
     ("asyncio loop bookkeeping", "BaseEventLoop._run_once", "self"),

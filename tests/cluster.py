@@ -1,8 +1,13 @@
 """A whole cluster on loopback for the multi-node tests: real etcd, NATS and Redis, two
-`aiosfu sfu` and two `aiosfu signal` processes, each node killable on its own."""
+`aiosfu sfu` and two `aiosfu signal` processes, each node killable on its own.
+
+The fixtures (`cluster`, `clients`) and helpers here are shared by every multi-node test
+module; a module imports the fixtures it uses.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,9 +15,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+import pytest
+
+from aiosfu.client import Client
 from tests.conftest import ROOT, free_port
 from tests.engines import Engines, start_engines, stop_engines
 
@@ -82,6 +92,8 @@ class Cluster:
     directory: Path
     sfus: list[Node] = field(default_factory=list)
     signals: list[Node] = field(default_factory=list)
+    signal_env: dict[str, str] = field(default_factory=dict)  # AIOSFU_* for signal nodes
+    admin_token: str | None = None  # reads /stats when the signal nodes require tokens
 
     def sfu_node(self, name: str, *extra: str) -> Node:
         port = free_port()
@@ -101,7 +113,7 @@ class Cluster:
             "--nats", self.engines.nats_url, "--redis", self.engines.redis_url,
         ]  # fmt: skip
         # A short grace before a lost signal node's streams end, so a test can watch it.
-        env = {"AIOSFU_SIGNAL_NODE": json.dumps({"peer_grace": PEER_GRACE})}
+        env = {"AIOSFU_SIGNAL_NODE": json.dumps({"peer_grace": PEER_GRACE}), **self.signal_env}
         node = Node(name, args, port, self.directory / f"{name}.log", env=env)
         node.start()
         self.signals.append(node)
@@ -113,8 +125,16 @@ class Cluster:
         stop_engines(self.engines)
 
 
-def start_cluster(directory: Path, sfus: int = 2, signals: int = 2) -> Cluster:
-    cluster = Cluster(start_engines(directory), directory)
+def start_cluster(
+    directory: Path,
+    sfus: int = 2,
+    signals: int = 2,
+    signal_env: dict[str, str] | None = None,
+    admin_token: str | None = None,
+) -> Cluster:
+    cluster = Cluster(
+        start_engines(directory), directory, signal_env=signal_env or {}, admin_token=admin_token
+    )
     try:
         for i in range(1, sfus + 1):
             cluster.sfu_node(f"sfu-{i}")
@@ -124,3 +144,52 @@ def start_cluster(directory: Path, sfus: int = 2, signals: int = 2) -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+def received_since(client: Client, seen: int) -> list[tuple[str, dict]]:
+    """The notifications `client` received after the `seen`-th one."""
+    notifications = list(client.signaling.notifications)
+    return notifications[len(notifications) - (client.signaling.received - seen) :]
+
+
+async def signal_stats(url: str, token: str | None = None) -> dict:
+    params = {"token": token} if token else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/stats", params=params) as response,
+    ):
+        return await response.json()
+
+
+async def wait_for_discovery(cluster: Cluster, sfus: int = 2) -> None:
+    """Every signal node knows `sfus` SFU nodes (from etcd, within one load refresh)."""
+    for node in cluster.signals:
+        for _ in range(100):
+            stats = await signal_stats(node.http_url, cluster.admin_token)
+            if len(stats["signal"]["cluster"]["sfu_nodes"]) == sfus:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{node.name} never saw {sfus} SFU nodes: {stats}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path_factory.mktemp("cluster"))
+    asyncio.run(wait_for_discovery(running))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+async def connect(clients: list[Client], url: str, uid: str, token: str | None = None) -> Client:
+    client = await Client.connect(url, uid, token=token, ice_ips=["127.0.0.1"])
+    clients.append(client)
+    return client

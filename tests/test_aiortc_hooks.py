@@ -39,9 +39,9 @@ from aiosfu.sfu.aiortc_hooks import (
     ForwardingReceiver,
     ForwardingSender,
     NeverTrack,
-    arrival_clock,
     negotiate_transport_cc,
 )
+from aiosfu.sfu.packet_io import arrival_clock
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC
 
 PINNED = "1.16.0"

@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Browser
 
 from tests.browser import open_tab
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, start_cluster, wait_for_discovery
 from tests.conftest import wait_for
 from tests.test_browser import (
     DECODE_DEADLINE_MS,
@@ -21,7 +21,6 @@ from tests.test_browser import (
     DemoPage,
     assert_no_page_errors,
 )
-from tests.test_multinode import wait_for_discovery
 
 pytestmark = pytest.mark.browser
 

@@ -6,42 +6,30 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from aiosfu.client import Client
 from aiosfu.client.recovery import Recovery
-from tests.cluster import PEER_GRACE, Cluster, Node, start_cluster
+from tests.cluster import (
+    PEER_GRACE,
+    Cluster,
+    Node,
+    clients,
+    cluster,
+    connect,
+    received_since,
+    signal_stats,
+    wait_for_discovery,
+)
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
-from tests.test_multinode import signal_stats, wait_for_discovery
 
 pytestmark = pytest.mark.media
 
+__all__ = ["clients", "cluster"]  # the fixtures
+
 LEASE_TTL = 5.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    asyncio.run(wait_for_discovery(running))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def connect(clients: list[Client], url: str, uid: str) -> Client:
-    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
-    clients.append(client)
-    return client
 
 
 async def not_(predicate) -> bool:
@@ -109,13 +97,18 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     cluster: Cluster, clients: list[Client]
 ) -> None:
     one, two = cluster.signals
-    await wait_for_discovery_of(cluster, 2)
+    await wait_for_discovery(cluster)
     gone = await connect(clients, one.ws_url, "leaving")
     stays = await connect(clients, two.ws_url, "staying")
     await gone.join("crash")
     await stays.join("crash")
     publication = await gone.publish("crash", [PatternTrack(160, 120)])
     await stays.signaling.wait_for("stream-add", timeout=5)
+    # A room whose members were all on the lost node: no other node follows it.
+    solo = await connect(clients, one.ws_url, "solo")
+    await solo.join("crash-solo")
+    solo_publication = await solo.publish("crash-solo", [PatternTrack(160, 120)])
+    await wait_for(lambda: solo_publication.pc.connectionState == "connected", 10)
     seen = stays.signaling.received
     one.kill()
     killed = time.monotonic()
@@ -127,36 +120,93 @@ async def test_a_killed_signal_nodes_peers_leave_the_others_view(
     print(f"\nsignal-kill: peer-leave after {took:.2f} s (lease TTL {LEASE_TTL:.0f} s)")
     assert took < LEASE_TTL + 1.5
 
-    async def on_sfu() -> bool:
+    async def on_sfu(mid: str = publication.mid) -> bool:
         nodes = (await signal_stats(two.http_url))["sfu"]["nodes"]
-        return any(publication.mid in n.get("publications", {}) for n in nodes.values())
+        return any(mid in n.get("publications", {}) for n in nodes.values())
 
     assert await on_sfu()  # kept during the grace period: the peer may come back
+    assert await on_sfu(solo_publication.mid)
     await wait_for(lambda: not_(on_sfu), PEER_GRACE + 5)
     ended = time.monotonic() - killed
     print(f"signal-kill: stream ended on the SFU node {ended:.2f} s after the kill "
           f"(grace {PEER_GRACE:.0f} s)")  # fmt: skip
     assert ended - took >= PEER_GRACE - 0.5  # not before the grace period ran out
+    await wait_for(lambda: not_(lambda: on_sfu(solo_publication.mid)), 5)
     late = await connect(clients, two.ws_url, "late")
     assert {u["uid"] for u in (await late.join("crash"))["users"]} == {"staying"}
     cluster.signals.remove(one)
     cluster.signal_node("signal-1")  # back, as a restarted node would be
 
 
-async def wait_for_discovery_of(cluster: Cluster, sfus: int) -> None:
-    for node in cluster.signals:
-        for _ in range(100):
-            stats = await signal_stats(node.http_url)
-            if len(stats["signal"]["cluster"]["sfu_nodes"]) == sfus:
-                break
-            await asyncio.sleep(0.1)
+async def test_a_peer_resumes_through_the_other_signal_node(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """`quick` comes back before its node's loss is noticed: nobody sees anything change.
+    `late` comes back after its peers saw it leave, within the grace period: the same
+    stream comes back. Both streams outlive the grace period on the SFU node."""
+    await wait_for_discovery(cluster)
+    doomed = next(node for node in cluster.signals if node.name == "signal-1")
+    survivor = next(node for node in cluster.signals if node is not doomed)
+    quick = await connect(clients, doomed.ws_url, "resume-quick")
+    late = await connect(clients, doomed.ws_url, "resume-late")
+    watcher = await connect(clients, survivor.ws_url, "resume-watcher")
+    for client in (quick, late, watcher):
+        await client.join("resume")
+    quick_pub = await quick.publish("resume", [PatternTrack(160, 120)])
+    late_pub = await late.publish("resume", [PatternTrack(160, 120)])
+    for uid in ("resume-quick", "resume-late"):
+        await watcher.signaling.wait_for("stream-add", lambda d, u=uid: d["uid"] == u, timeout=5)
+    subscription = await watcher.subscribe("resume", quick_pub.mid, quick_pub.sfuid, ("video",))
+    video = await watch_frames(subscription, 10, 15)
+    seen = watcher.signaling.received
+
+    doomed.kill()  # SIGKILL
+    killed = time.monotonic()
+    assert await quick.resume(survivor.ws_url) == {"resume": [quick_pub.mid]}
+    quick_after = time.monotonic() - killed
+    left = await watcher.signaling.wait_for(
+        "peer-leave", lambda d: d["uid"] == "resume-late", start=seen, timeout=LEASE_TTL + 5
+    )
+    assert left == {"rid": "resume", "uid": "resume-late"}
+    assert await late.resume(survivor.ws_url) == {"resume": [late_pub.mid]}
+    late_after = time.monotonic() - killed
+    back = await watcher.signaling.wait_for(
+        "stream-add", lambda d: d["uid"] == "resume-late", start=seen, timeout=2
+    )
+    assert back["mid"] == late_pub.mid  # the same stream: it never ended on the SFU node
+    await watcher.signaling.wait_for("peer-join", lambda d: d["uid"] == "resume-late", start=seen)
+
+    await asyncio.sleep(PEER_GRACE + 1)  # past the grace period of the lost node's peers
+    since = received_since(watcher, seen)
+    assert [m for m, d in since if d.get("uid") == "resume-quick"] == []  # no churn at all
+    frames = video.frames
+    await asyncio.sleep(1)
+    assert video.frames > frames + 10  # its media never stopped
+
+    async def live(mid: str) -> bool:
+        nodes = (await signal_stats(survivor.http_url))["sfu"]["nodes"]
+        return any(mid in n.get("publications", {}) for n in nodes.values())
+
+    assert await live(quick_pub.mid) and await live(late_pub.mid)
+    print(f"\nresume: quick back {quick_after:.2f} s after the kill (unnoticed), late back "
+          f"{late_after:.2f} s after it (grace {PEER_GRACE:.0f} s)")  # fmt: skip
+    # The streams are the resumed peers' own on their new node.
+    await quick.unpublish(quick.publications[quick_pub.mid])
+    removed = await watcher.signaling.wait_for(
+        "stream-remove", lambda d: d["mid"] == quick_pub.mid, start=seen, timeout=5
+    )
+    assert removed["uid"] == "resume-quick"
+    await wait_for(lambda: not_(lambda: live(quick_pub.mid)), 5)
+    await video.stop()
+    cluster.signals.remove(doomed)
+    cluster.signal_node("signal-1")
 
 
 async def test_a_draining_sfu_node_keeps_its_rooms_takes_no_new_ones_then_exits(
     cluster: Cluster, clients: list[Client]
 ) -> None:
     one, two = cluster.signals
-    await wait_for_discovery_of(cluster, 2)
+    await wait_for_discovery(cluster)
     teacher = await connect(clients, one.ws_url, "drain-teacher")
     student = await connect(clients, two.ws_url, "drain-student")
     await teacher.join("draining")

@@ -70,7 +70,8 @@ async def test_nodes_export_their_load_and_a_signal_node_everyone_s(
     try:
         await teacher.join("class")
         publication = await teacher.publish("class", [PatternTrack(320, 240)])
-        await student.join("class")
+        if not (await student.join("class"))["pubs"]:  # announced once connected, via NATS
+            await student.signaling.wait_for("stream-add", timeout=15)
         subscription = await student.subscribe("class", publication.mid)
         video = FrameCounter(await wait_for_track(subscription, "video")).start()
         await wait_for(lambda: video.frames >= 20, 20)

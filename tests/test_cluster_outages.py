@@ -6,42 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
-from tests.cluster import Cluster, start_cluster
+from aiosfu.cluster.store import members_key, pubs_key
+from tests.cluster import Cluster, clients, cluster, connect
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
-from tests.test_multinode import wait_for_discovery
 
 pytestmark = pytest.mark.media
+
+__all__ = ["clients", "cluster"]  # the fixtures
 
 OUTAGE = 30.0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    asyncio.run(wait_for_discovery(running))
-    yield running
-    running.stop()
+async def members_in(state: aioredis.Redis, rid: str, uids: set[str]) -> bool:
+    return set(await state.hkeys(members_key(rid))) == uids
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def connect(clients: list[Client], url: str, uid: str) -> Client:
-    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
-    clients.append(client)
-    return client
+async def pub_in_redis(cluster: Cluster, rid: str, mid: str) -> bool:
+    state = aioredis.from_url(cluster.engines.redis_url, decode_responses=True)
+    try:
+        return bool(await state.hexists(pubs_key(rid), mid))
+    finally:
+        await state.aclose()
 
 
 @pytest.mark.parametrize("engine", ["redis", "nats", "etcd"])
@@ -54,7 +46,7 @@ async def test_an_engine_outage_never_ends_a_live_class(
     student = await connect(clients, two.ws_url, f"student-{engine}")
     await teacher.join(rid)
     await student.join(rid)
-    await teacher.publish(rid, [PatternTrack(320, 240)])
+    publication = await teacher.publish(rid, [PatternTrack(320, 240)])
     added = await student.signaling.wait_for("stream-add", timeout=5)
     subscription = await student.subscribe(rid, added["mid"], added["sfuid"], ("video",))
     counter = FrameCounter(await wait_for_track(subscription, "video")).start()
@@ -92,12 +84,35 @@ async def test_an_engine_outage_never_ends_a_live_class(
         except SignalingError:
             await asyncio.sleep(0.2)
     assert joined is not None, "joins still refused 10 s after the engine came back"
-    print(f"\n{engine} outage: joins again {time.monotonic() - restarted:.2f} s after restart; "
-          f"frames per 5 s during it: {samples}")  # fmt: skip
-    publication = await newcomer.publish(f"{rid}-after", [PatternTrack(160, 120)])
-    assert publication.sfuid in {"sfu-1", "sfu-2"}
+    rejoined = time.monotonic() - restarted
+    if engine == "redis":  # it came back empty: no dump, no append-only file
+        assert not any(cluster.engines.redis.directory.glob("*.rdb"))
+        assert not any(cluster.engines.redis.directory.glob("appendonly*"))
+    # The class's state is in Redis again: each signal node wrote its own members back.
+    state = aioredis.from_url(cluster.engines.redis_url, decode_responses=True)
+    try:
+        want = {teacher.uid, student.uid}
+        await wait_for(lambda: members_in(state, rid, want), 10)
+        assert set(await state.hkeys(pubs_key(rid))) == {publication.mid}
+    finally:
+        await state.aclose()
+    resynced = time.monotonic() - restarted
+    print(f"\n{engine} outage: joins again {rejoined:.2f} s after restart; state in Redis "
+          f"after {resynced:.2f} s; frames per 5 s during it: {samples}")  # fmt: skip
+    fresh = None
+    while fresh is None and time.monotonic() - restarted < 15:
+        try:  # placement needs the SFU nodes' loads refreshed in etcd (every 2 s)
+            fresh = await newcomer.publish(f"{rid}-after", [PatternTrack(160, 120)])
+        except SignalingError as exc:
+            assert exc.code == "cluster-unavailable", exc
+            await asyncio.sleep(0.2)
+    assert fresh is not None, "rooms still not placed 15 s after the engine came back"
+    assert fresh.sfuid in {"sfu-1", "sfu-2"}
+    # Listed to joiners of the other node once its transport connects (as on one node).
+    await wait_for(lambda: fresh.pc.connectionState == "connected", 10)
+    await wait_for(lambda: pub_in_redis(cluster, f"{rid}-after", fresh.mid), 5)
     late = await connect(clients, one.ws_url, f"late-{engine}")
-    assert [p["mid"] for p in (await late.join(f"{rid}-after"))["pubs"]] == [publication.mid]
+    assert [p["mid"] for p in (await late.join(f"{rid}-after"))["pubs"]] == [fresh.mid]
     before = counter.frames
     await asyncio.sleep(2)
     assert counter.frames > before  # the class went on

@@ -1,17 +1,20 @@
-"""Producer → Consumer forwarding with hand-written fakes for both ends (no WebRTC)."""
+"""Producer → Router → SimpleConsumer forwarding with hand-written fakes for both ends
+(no WebRTC)."""
 
 from __future__ import annotations
 
 import struct
+import weakref
 from dataclasses import dataclass, field
 
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from aiosfu.sfu.consumer import NACK_ATTEMPTS, RESEND_GUARD, Consumer
+from aiosfu.sfu.consumer import NACK_ATTEMPTS, RESEND_GUARD, SimpleConsumer
 from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import OutputParams
+from aiosfu.sfu.router import Router
 
 PUB_SSRC = 0xAAAA0001
 SUB_SSRC = 0xBBBB0001
@@ -92,16 +95,39 @@ def out_params(**kwargs: object) -> OutputParams:
     return OutputParams(**values)  # type: ignore[arg-type]
 
 
+ROUTERS: weakref.WeakKeyDictionary[Producer, Router] = weakref.WeakKeyDictionary()
+
+
+def routed(producer: Producer) -> Producer:
+    """The producer on a Router of its own, as LocalSfu puts it on its room's."""
+    router = ROUTERS[producer] = Router("class")
+    router.add_producer(producer)
+    return producer
+
+
+def router_of(producer: Producer) -> Router:
+    return ROUTERS[producer]
+
+
+def consumer_of(producer: Producer, output: FakeOutput, **kwargs: object) -> SimpleConsumer:
+    """A consumer of `producer`, attached as LocalSfu.subscribe attaches it."""
+    consumer = SimpleConsumer(producer, output, **kwargs)  # type: ignore[arg-type]
+    router_of(producer).attach(producer, consumer)
+    return consumer
+
+
 def video_producer(upstream: FakeUpstream, interval: float = 0.5) -> Producer:
-    return Producer("video", VP8, upstream, cache_size=64, keyframe_request_interval=interval)
+    return routed(
+        Producer("video", VP8, upstream, cache_size=64, keyframe_request_interval=interval)
+    )
 
 
 async def started_consumer(
     producer: Producer, first_seq: int = 100, **params: object
-) -> tuple[Consumer, FakeOutput]:
+) -> tuple[SimpleConsumer, FakeOutput]:
     """A consumer that has received keyframe `first_seq` (the producer saw it too)."""
     output = FakeOutput()
-    consumer = Consumer(producer, output)
+    consumer = consumer_of(producer, output)
     await consumer.activate(out_params(**params))
     await producer.on_rtp(rtp(first_seq, KEY))
     assert len(output.written) == 1
@@ -115,7 +141,7 @@ async def test_video_consumer_skips_until_keyframe(clock: Clock) -> None:
     upstream = FakeUpstream()
     producer = video_producer(upstream)
     output = FakeOutput()
-    consumer = Consumer(producer, output)
+    consumer = consumer_of(producer, output)
     await consumer.activate(out_params())
     assert consumer.waiting_for_keyframe
     for seq, payload in ((10, INTER), (11, CONT), (12, CONT)):
@@ -148,19 +174,19 @@ async def test_activation_asks_upstream_for_a_keyframe(clock: Clock) -> None:
     upstream = FakeUpstream()
     producer = video_producer(upstream)
     await producer.on_rtp(rtp(1, INTER))  # the publisher is sending
-    consumer = Consumer(producer, FakeOutput())
+    consumer = consumer_of(producer, FakeOutput())
     await consumer.activate(out_params())
     assert upstream.keyframe_requests == [PUB_SSRC]
-    assert producer.consumers == [consumer]
+    assert producer.sinks == [consumer]
     await consumer.activate(out_params())  # activating twice changes nothing
-    assert producer.consumers == [consumer]
+    assert producer.sinks == [consumer] and upstream.keyframe_requests == [PUB_SSRC]
 
 
 async def test_waiting_consumer_asks_again_after_the_retry_interval(clock: Clock) -> None:
     upstream = FakeUpstream()
     producer = video_producer(upstream, interval=0.5)
     await producer.on_rtp(rtp(1, INTER))
-    consumer = Consumer(producer, FakeOutput(), keyframe_retry_interval=1.0)
+    consumer = consumer_of(producer, FakeOutput(), keyframe_retry_interval=1.0)
     await consumer.activate(out_params())
     assert len(upstream.keyframe_requests) == 1
     clock.now += 0.9
@@ -179,7 +205,7 @@ async def test_keyframe_requests_are_rate_limited(clock: Clock) -> None:
     upstream = FakeUpstream()
     producer = video_producer(upstream, interval=0.5)
     await producer.on_rtp(rtp(1, KEY))
-    consumers = [Consumer(producer, FakeOutput()) for _ in range(10)]
+    consumers = [consumer_of(producer, FakeOutput()) for _ in range(10)]
     for consumer in consumers:
         await consumer.activate(out_params())
     for _ in range(3):
@@ -199,9 +225,9 @@ async def test_keyframe_requests_are_rate_limited(clock: Clock) -> None:
 
 async def test_audio_never_requests_keyframes(clock: Clock) -> None:
     upstream = FakeUpstream()
-    producer = Producer("audio", OPUS, upstream)
+    producer = routed(Producer("audio", OPUS, upstream))
     await producer.on_rtp(rtp(1, b"\x10\x00"))
-    consumer = Consumer(producer, FakeOutput())
+    consumer = consumer_of(producer, FakeOutput())
     await consumer.activate(out_params(payload_type=111, clock_rate=48000))
     await consumer.on_keyframe_request()
     assert upstream.keyframe_requests == []
@@ -272,7 +298,7 @@ async def test_nack_before_start_is_ignored(clock: Clock) -> None:
     producer = video_producer(upstream)
     await producer.on_rtp(rtp(1, INTER))
     output = FakeOutput()
-    consumer = Consumer(producer, output)
+    consumer = consumer_of(producer, output)
     await consumer.on_nack([1])  # not activated
     await consumer.activate(out_params())
     await consumer.on_nack([1])  # activated, no keyframe yet
@@ -306,7 +332,7 @@ async def test_sender_report_before_start_is_applied_at_start(clock: Clock) -> N
     await producer.on_rtp(rtp(1, INTER))
     producer.on_sender_report(PUB_SSRC, 555, 3000)
     output = FakeOutput()
-    consumer = Consumer(producer, output)
+    consumer = consumer_of(producer, output)
     await consumer.activate(out_params())
     assert output.clocks == []  # no timestamp mapping yet
     await producer.on_rtp(rtp(2, KEY))
@@ -320,9 +346,9 @@ async def test_sender_report_before_start_is_applied_at_start(clock: Clock) -> N
 
 async def test_audio_consumer_starts_immediately(clock: Clock) -> None:
     upstream = FakeUpstream()
-    producer = Producer("audio", OPUS, upstream)
+    producer = routed(Producer("audio", OPUS, upstream))
     output = FakeOutput()
-    consumer = Consumer(producer, output)
+    consumer = consumer_of(producer, output)
     assert not consumer.waiting_for_keyframe
     await consumer.activate(out_params(payload_type=111, clock_rate=48000))
     for seq in (500, 501, 502):
@@ -338,7 +364,7 @@ async def test_audio_consumer_starts_immediately(clock: Clock) -> None:
 async def test_inactive_consumer_receives_nothing(clock: Clock) -> None:
     producer = video_producer(FakeUpstream())
     output = FakeOutput()
-    consumer = Consumer(producer, output)
+    consumer = consumer_of(producer, output)
     await producer.on_rtp(rtp(1, KEY))
     await consumer.send(rtp(2, KEY), True, 0)
     assert output.written == []
@@ -348,23 +374,26 @@ async def test_closed_consumer_receives_nothing(clock: Clock) -> None:
     producer = video_producer(FakeUpstream())
     consumer, output = await started_consumer(producer)
     _, other_output = await started_consumer(producer, first_seq=101)
-    consumer.close()
-    assert consumer.closed and consumer not in producer.consumers
+    consumer.close()  # still attached (the Router detaches it): it forwards nothing
+    assert consumer.closed and consumer in producer.sinks
     await producer.on_rtp(rtp(102, KEY))
     await producer.on_rtp(rtp(103, CONT))
     assert len(output.written) == 2  # what it had before closing (100, 101)
     assert len(other_output.written) == 3
     await consumer.activate(out_params())  # cannot be revived
-    assert consumer not in producer.consumers
+    await producer.on_rtp(rtp(104, KEY))
+    assert len(output.written) == 2
     consumer.close()  # idempotent
+    router_of(producer).remove_sink(consumer)
+    assert consumer not in producer.sinks
 
 
 async def test_closing_the_producer_closes_consumers_and_stops_requests(clock: Clock) -> None:
     upstream = FakeUpstream()
     producer = video_producer(upstream)
     consumer, _ = await started_consumer(producer)
-    producer.close()
-    assert consumer.closed and producer.consumers == []
+    router_of(producer).close_producer(producer)
+    assert consumer.closed and producer.sinks == []
     clock.now += 10
     assert await producer.request_keyframe() is False
     await producer.request_retransmission([1])
@@ -400,7 +429,7 @@ async def test_padding_only_packets_keep_the_sequence_gap_free(clock: Clock) -> 
 
 def test_stats_are_plain_values() -> None:
     producer = video_producer(FakeUpstream())
-    consumer = Consumer(producer, FakeOutput())
+    consumer = consumer_of(producer, FakeOutput())
     assert producer.stats()["codec"] == "video/VP8"
     assert consumer.stats()["waitingForKeyframe"] is True
     assert consumer.stats()["startDelayMs"] is None
@@ -421,14 +450,16 @@ class FakeSink:
 async def test_sinks_get_every_media_packet_with_its_keyframe_flag(clock: Clock) -> None:
     producer = video_producer(FakeUpstream())
     sink = FakeSink()
-    producer.add_sink(sink)
+    track = router_of(producer).recordable(producer)  # what a recording is given
+    track.add_sink(sink)
     for seq, payload in ((1, INTER), (2, KEY), (3, b""), (4, CONT)):
         await producer.on_rtp(rtp(seq, payload))  # no consumers needed
     producer.on_sender_report(PUB_SSRC, 77, 88)
     assert sink.packets == [(1, False), (2, True), (4, False)]
     assert sink.reports == [(77, 88)]
-    producer.remove_sink(sink)
-    producer.remove_sink(sink)  # idempotent
+    assert track.sender_clock == (77, 88) and track.kind == "video"
+    track.remove_sink(sink)
+    track.remove_sink(sink)  # idempotent
     await producer.on_rtp(rtp(5, CONT))
     assert len(sink.packets) == 3
 
@@ -436,8 +467,8 @@ async def test_sinks_get_every_media_packet_with_its_keyframe_flag(clock: Clock)
 async def test_closing_the_producer_drops_its_sinks(clock: Clock) -> None:
     producer = video_producer(FakeUpstream())
     sink = FakeSink()
-    producer.add_sink(sink)
-    producer.close()
+    router_of(producer).recordable(producer).add_sink(sink)
+    router_of(producer).close_producer(producer)
     await producer.on_rtp(rtp(1, KEY))
     assert sink.packets == []
 
@@ -491,7 +522,7 @@ class BudgetedDownstream:
 async def test_retransmissions_stay_within_the_downlink_budget(clock: Clock) -> None:
     producer = video_producer(FakeUpstream())
     output = FakeOutput()
-    consumer = Consumer(producer, output, downstream=BudgetedDownstream(allowed=2))
+    consumer = consumer_of(producer, output, downstream=BudgetedDownstream(allowed=2))
     await consumer.activate(out_params())
     for seq in range(500, 505):
         await producer.on_rtp(rtp(seq, KEY if seq == 500 else CONT))

@@ -14,7 +14,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from aiosfu.client import Client
-from aiosfu.sfu.aiortc_hooks import fast_protect, fast_protect_parts, fast_unprotect
+from aiosfu.sfu.packet_io import fast_protect, fast_protect_parts, fast_unprotect
 from aiosfu.sfu.rewrite import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,

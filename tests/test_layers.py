@@ -46,3 +46,41 @@ def test_layer_imports_only_what_the_arrows_allow(layer: str) -> None:
         if not allowed(name, layer)
     ]
     assert not wrong, "\n".join(wrong)
+
+
+# Inside the media plane: producers and consumers meet only through the Router's
+# protocols (sfu/router.py), and the Router needs neither class.
+APART = {
+    "sfu/producer.py": ("aiosfu.sfu.consumer",),
+    "sfu/consumer.py": ("aiosfu.sfu.producer",),
+    "sfu/router.py": ("aiosfu.sfu.producer", "aiosfu.sfu.consumer", "aiosfu.sfu.aiortc_hooks"),
+    "sfu/packet_io.py": (
+        "aiosfu.sfu.aiortc_hooks",
+        "aiosfu.sfu.producer",
+        "aiosfu.sfu.consumer",
+        "aiosfu.sfu.router",
+    ),
+}
+
+
+@pytest.mark.parametrize("module", sorted(APART))
+def test_media_plane_pieces_do_not_import_each_other(module: str) -> None:
+    names = imported(SRC / module)
+    wrong = [name for name in sorted(names) if imports_one_of(name, APART[module])]
+    assert not wrong, f"{module} imports {', '.join(wrong)}"
+
+
+def imports_one_of(name: str, modules: tuple[str, ...]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def test_packet_io_knows_nothing_of_aiortc() -> None:
+    """The packet boundary speaks clear packets; wiring it to aiortc is aiortc_hooks' job."""
+    tree = pyast.parse((SRC / "sfu" / "packet_io.py").read_text())
+    modules = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in modules if m.split(".")[0] in ("aiortc", "aioice")}

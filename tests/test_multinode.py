@@ -4,58 +4,19 @@ signal nodes as if it were one server, and media crosses them without being deco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from aiosfu.client import Client
 from aiosfu.client.signaling import SignalingError
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, clients, cluster, connect, received_since, signal_stats
 from tests.conftest import wait_for
 from tests.media import FrameCounter, PatternTrack, wait_for_track
 
 pytestmark = pytest.mark.media
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
-    asyncio.run(wait_for_discovery(running))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def connect(clients: list[Client], url: str, uid: str) -> Client:
-    client = await Client.connect(url, uid, ice_ips=["127.0.0.1"])
-    clients.append(client)
-    return client
-
-
-async def wait_for_discovery(cluster: Cluster) -> None:
-    """Both signal nodes know both SFU nodes (from etcd, within one load refresh)."""
-    for node in cluster.signals:
-        for _ in range(100):
-            stats = await signal_stats(node.http_url)
-            if stats["signal"]["cluster"]["sfu_nodes"] == ["sfu-1", "sfu-2"]:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"{node.name} never saw both SFU nodes: {stats}")
-
-
-async def signal_stats(url: str) -> dict:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
-        return await response.json()
+__all__ = ["clients", "cluster"]  # the fixtures
 
 
 async def test_a_room_spans_both_signal_nodes(cluster: Cluster, clients: list[Client]) -> None:
@@ -178,6 +139,60 @@ async def test_fifty_races_for_a_new_room_from_both_signal_nodes_end_with_one_ow
     split = [(n, r) for n, r in enumerate(results) if r[0] != r[1]]
     assert not split, f"rooms placed on two SFU nodes: {split}"
     assert {r[0] for r in results} == {"sfu-1", "sfu-2"}
+
+
+async def test_a_stream_is_announced_on_the_other_node_only_once_it_connects(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """As on one node: a publication whose transport never connects is never announced."""
+    one, two = cluster.signals
+    stuck = await connect(clients, one.ws_url, "stuck-publisher")
+    viewer = await connect(clients, two.ws_url, "stuck-viewer")
+    await stuck.join("stuck")
+    await viewer.join("stuck")
+    minfo = {"audio": False, "video": True, "audiotype": 0, "videotype": 0}
+    offer = {"type": "offer", "sdp": await canned_offer()}  # its peer connection is closed
+    await stuck.request("publish", {"rid": "stuck", "jsep": offer, "minfo": minfo})
+    live = await connect(clients, one.ws_url, "live-publisher")
+    await live.join("stuck")
+    publication = await live.publish("stuck", [PatternTrack(160, 120)])
+    added = await viewer.signaling.wait_for("stream-add", timeout=5)
+    assert added["mid"] == publication.mid  # the connected one, and it alone
+    late = await connect(clients, two.ws_url, "stuck-late")
+    assert [p["mid"] for p in (await late.join("stuck"))["pubs"]] == [publication.mid]
+
+
+async def test_a_second_connection_through_the_other_node_takes_over_without_churn(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """The same uid joins through signal node 2 while its connection to node 1 lives
+    (a network change, a second tab): node 2 adopts its place and stream, node 1 lets go
+    of the old connection (4001) without ending the stream, and nobody sees a change."""
+    one, two = cluster.signals
+    first = await connect(clients, one.ws_url, "mover")
+    watcher = await connect(clients, two.ws_url, "mover-watcher")
+    await first.join("move")
+    await watcher.join("move")
+    publication = await first.publish("move", [PatternTrack(160, 120)])
+    await watcher.signaling.wait_for("stream-add", timeout=5)
+    seen = watcher.signaling.received
+
+    second = await connect(clients, two.ws_url, "mover")
+    joined = await second.join("move")
+    assert joined["resumed"] == [publication.mid]
+    assert [u["uid"] for u in joined["users"]] == ["mover-watcher"]
+    await wait_for(lambda: first.signaling.closed, 5)
+    assert first.signaling._ws.close_code == 4001
+    await asyncio.sleep(1)
+    assert received_since(watcher, seen) == []
+    stats = await signal_stats(two.http_url)
+    assert stats["signal"]["rooms"]["move"]["members"] == ["mover", "mover-watcher"]
+    assert "move" not in (await signal_stats(one.http_url))["signal"]["rooms"]  # let go
+    node = stats["sfu"]["nodes"][publication.sfuid]
+    assert publication.mid in node["publications"]  # the stream lives on
+    await second.request("unpublish", {"rid": "move", "mid": publication.mid})  # its own now
+    removed = await watcher.signaling.wait_for("stream-remove", start=seen, timeout=5)
+    assert removed["mid"] == publication.mid
 
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}

@@ -123,10 +123,19 @@ async def test_published_video_is_decoded_by_a_subscriber(harness: Harness) -> N
     stats = await harness.sfu.stats()
     assert published.mid in stats["publications"] and subscribed.sid in stats["subscriptions"]
     assert stats["decoding"] is False
+    # The room's Router feeds the subscriber's consumer, which shares its connection's
+    # downlink; nothing of the room is left once both are gone.
+    router = harness.local.routers["room"]
+    (producer,) = harness.local.publishers[published.mid].producers
+    subscription = harness.local.subscribers[subscribed.sid]
+    assert router.producers == [producer] and router.sinks_of(producer) == subscription.consumers
+    assert all(c.downstream is subscription.downstream for c in subscription.consumers)
     await counter.stop()
     await harness.sfu.unsubscribe("room", subscribed.sid)
+    assert router.sinks_of(producer) == []
     await harness.sfu.unpublish("room", published.mid)
     assert not harness.local.publishers and not harness.local.subscribers
+    assert harness.local.routers == {}
     await subscriber.close()
     await publisher.close()
 

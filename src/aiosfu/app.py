@@ -69,10 +69,8 @@ def room_policy(config: Config) -> RoomPolicy:
     )
 
 
-def build_app(config: Config) -> web.Application:
-    sfu, ice_addresses, announced = build_local_sfu(config)
-    policy = room_policy(config)
-    recorded_rooms = set(config.record_rooms)
+def access_control(config: Config, sockets_per_peer_connection: int) -> AccessControl:
+    """Tokens and limits as configured: the same on `aiosfu serve` and every signal node."""
     auth = Authenticator({bizid: i.keys for bizid, i in config.institutions.items()})
     limits = fit_to_file_limit(
         Limits(
@@ -86,14 +84,23 @@ def build_app(config: Config) -> web.Application:
             connections=config.max_connections,
             offer_media_sections=config.max_offer_media,
         ),
-        sockets_per_peer_connection=len(ice_addresses),
+        sockets_per_peer_connection=sockets_per_peer_connection,
     )
+    return AccessControl(auth, limits)
+
+
+def build_app(config: Config) -> web.Application:
+    sfu, ice_addresses, announced = build_local_sfu(config)
+    policy = room_policy(config)
+    recorded_rooms = set(config.record_rooms)
+    access = access_control(config, sockets_per_peer_connection=len(ice_addresses))
+    auth = access.auth
     service = SignalService(
         Rooms(policy),
         sfu,
         config.signal_id,
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
-        access=AccessControl(auth, limits),
+        access=access,
     )
     if config.turn_urls and config.turn_secret:
 

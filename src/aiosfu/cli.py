@@ -7,6 +7,7 @@ import sys
 
 from aiosfu import __version__, tls
 from aiosfu.cluster.cli import add_cluster_parsers
+from aiosfu.composite.cli import add_composite_parser
 from aiosfu.config import load_config, port_range, port_range_overrides
 from aiosfu.ingest_cli import add_ingest_parser
 from aiosfu.log import configure
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(commands)
     add_cluster_parsers(commands)
     add_ingest_parser(commands)
+    add_composite_parser(commands)
     return parser
 
 

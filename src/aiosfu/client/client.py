@@ -271,6 +271,42 @@ class Client:
         """Lower our hand, or (roomAdmin) someone else's."""
         await self.request("lower-hand", {"rid": rid, **({"uid": uid} if uid else {})})
 
+    async def resume(self, url: str, *, token: str | None = None) -> dict[str, list[str]]:
+        """Carry on through another signal node of a cluster after this one's was lost
+        (docs/cluster.md, "Resume"): a new signaling connection with the same uid joins our
+        rooms again, and the server adopts our publications, still live on their SFU node,
+        within its grace period. Returns the resumed mids per room; a publication not
+        among them has ended and is dropped. Subscriptions are made again (the new node
+        does not know their ids), in place, so code holding them goes on with them."""
+        old = self.signaling
+        fresh = await SignalingClient.connect(url, self.uid, token)
+        fresh.take_handlers(old)
+        self.signaling = fresh
+        with contextlib.suppress(Exception):
+            await old.close()
+        resumed: dict[str, list[str]] = {}
+        for rid in sorted(self.rooms):
+            resumed[rid] = list((await self.join(rid)).get("resumed", []))
+            for mid, publication in list(self.publications.items()):
+                if publication.rid == rid and mid not in resumed[rid]:
+                    await self.publications.pop(mid).pc.close()
+            for sid, subscription in list(self.subscriptions.items()):
+                if subscription.rid == rid:
+                    del self.subscriptions[sid]
+                    await self._subscribe_again(subscription)
+        return resumed
+
+    async def _subscribe_again(self, subscription: Subscription) -> None:
+        old_pc = subscription.pc
+        fresh = await self.subscribe(
+            subscription.rid, subscription.mid, subscription.sfuid, subscription.kinds
+        )
+        self.subscriptions.pop(fresh.sid, None)
+        subscription.sid, subscription.pc = fresh.sid, fresh.pc
+        subscription.tracks, subscription.answered_at = fresh.tracks, fresh.answered_at
+        self.subscriptions[subscription.sid] = subscription
+        await old_pc.close()
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive_interval)

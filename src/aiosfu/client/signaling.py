@@ -60,6 +60,11 @@ class SignalingClient:
     def on(self, method: str, handler: Callable[[Notification], None]) -> None:
         self._handlers.setdefault(method, []).append(handler)
 
+    def take_handlers(self, old: SignalingClient) -> None:
+        """The callbacks registered on `old` (a connection being replaced) move here."""
+        for method, handlers in old._handlers.items():
+            self._handlers.setdefault(method, []).extend(handlers)
+
     async def request(
         self, method: str, data: dict[str, Any], *, timeout: float = 30.0
     ) -> dict[str, Any]:

@@ -8,6 +8,8 @@ NATS subjects:
 - `aiosfu.signal.<signal id>`: request/reply relay messages (P2P `offer`, `answer`,
   `candidate`) to a peer connected to that node; no responder means the node is gone,
   answered at once
+- `aiosfu.stage.<signal id>`: request/reply stage actions (`update-grants`, `remove`) a
+  room admin on another node took on a member connected to that node
 
 A rid that is not a plain NATS token (letters, digits, `-`, `_`) is written as `~` and
 its UTF-8 in hex, so no rid can reach another room's subject through `.`, `*` or `>`.
@@ -46,6 +48,10 @@ def room_subject(rid: str) -> str:
 
 def node_subject(signal_id: str) -> str:
     return f"aiosfu.signal.{token(signal_id)}"
+
+
+def stage_subject(signal_id: str) -> str:
+    return f"aiosfu.stage.{token(signal_id)}"
 
 
 class Gone(Exception):

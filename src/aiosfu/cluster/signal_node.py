@@ -2,7 +2,8 @@
 
 The same HTTP/WebSocket front and seed-002 service as `aiosfu serve`, with the media plane
 behind `ClusterSfu` (gRPC to the room's SFU node), rooms kept in step through Redis and
-NATS (`RoomSync`), and the node itself registered in etcd.
+NATS (`RoomSync`), the classroom stage across nodes (`ClusterStage`), and the node itself
+registered in etcd. Tokens and limits are checked as on `aiosfu serve`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 from aiohttp import web
 
 from aiosfu import __version__
-from aiosfu.app import room_policy
+from aiosfu.app import access_control, room_policy
 from aiosfu.cluster.bus import NatsBus
 from aiosfu.cluster.errors import ClusterError
 from aiosfu.cluster.node_metrics import NodeLoadCollector
@@ -21,6 +22,7 @@ from aiosfu.cluster.nodes import CpuMeter, Load, NodeInfo
 from aiosfu.cluster.registry import EtcdRegistry
 from aiosfu.cluster.relay import ClusterRelay
 from aiosfu.cluster.router import ClusterSfu
+from aiosfu.cluster.stage_sync import ClusterStage
 from aiosfu.cluster.store import RedisStore
 from aiosfu.cluster.sync import RoomSync
 from aiosfu.config import Config
@@ -30,6 +32,7 @@ from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes, authorize_ad
 from aiosfu.signal.metrics import Metrics, metrics_handler
 from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
+from aiosfu.signal.stage import Stage
 
 log = get_logger("aiosfu.cluster.signal_node")
 
@@ -58,9 +61,12 @@ def build_signal_app(config: Config) -> web.Application:
         sfu,
         config.signal_id,
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
+        # Tokens are checked here as on `aiosfu serve`; the media sockets are the SFU's.
+        access=access_control(config, sockets_per_peer_connection=0),
     )
     service.serves_sfu = sfu.serves
     relay = P2PRelay(service)
+    stage = Stage(service)
     service_box.append(service)
     store = RedisStore(settings.redis, ttl=settings.state_ttl)
     app = web.Application()
@@ -94,6 +100,7 @@ def build_signal_app(config: Config) -> web.Application:
         )  # fmt: skip
         sync.start()
         await ClusterRelay(service, relay, bus).start()
+        await ClusterStage(stage, sync, bus).start()
         sfu.start()
         parts.update(bus=bus, sync=sync, sweeper=asyncio.ensure_future(sweep_forever()))
         log.info("signal-node-serving", id=config.signal_id, ws=ws, etcd=settings.etcd,

@@ -11,12 +11,15 @@ swapped onto the receivers and senders aiortc creates, so:
   that Consumer.
 
 Both also have a fast path, which is where forwarding spends its time (see
-BENCHMARKS.md): `FastIngress` takes SRTP datagrams from the publisher's nominated ICE pair
-straight from the socket callback (no aioice queue, no task wake-up, no STUN parse
-attempt), unprotects them and runs the receiver's ingress and the Producer's fan-out
-synchronously; `ForwardingSender.write_rtp` protects and hands the datagram to the
-subscriber's nominated pair's socket transport directly. Everything else (DTLS, SCTP,
-RTCP, STUN, RTX, an SSRC not yet known) still takes aiortc's own path.
+BENCHMARKS.md), through the connection's `PacketIO` (sfu/packet_io.py), which
+`PacketIOHook` wires to aiortc's transport: SRTP datagrams from the publisher's
+nominated ICE pair are taken straight from the socket callback (no aioice queue, no
+task wake-up, no STUN parse attempt), unprotected, and the receiver's ingress and the
+Producer's fan-out run synchronously; `ForwardingSender.write_rtp_parts` hands header
+and payload to the subscriber connection's PacketIO, which protects them and sends on
+the nominated pair's socket. Everything else (DTLS, SCTP, RTCP, STUN, an SSRC not yet
+known) still takes aiortc's own path. The PacketIO itself knows nothing of aiortc: the
+hook hands it the SRTP sessions, the socket and aiortc's own datagram handler.
 
 They read name-mangled attributes of aiortc 1.16.0 (pinned exactly in pyproject.toml)
 and aioice 0.13.0's nominated pair; `tests/test_aiortc_hooks.py` fails loudly if an
@@ -26,9 +29,7 @@ upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import fcntl
 import ipaddress
 import random
 import socket
@@ -41,7 +42,6 @@ import aioice
 import aioice.candidate
 import aioice.ice
 import aioice.turn
-import pylibsrtp
 from aiortc import (
     MediaStreamTrack,
     RTCCertificate,
@@ -82,18 +82,14 @@ from aiortc.sdp import SessionDescription
 
 from aiosfu.contract import ErrorCode, SfuError
 from aiosfu.log import get_logger
+from aiosfu.sfu.packet_io import PacketIO, SendRtp
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
 from aiosfu.sfu.twcc import RTCP_RTPFB, TransportFeedback, split_compound
-from aiosfu.sfu.uplink import Uplink, now_us, transport_sequence_of
+from aiosfu.sfu.uplink import Uplink, now_us
 
 log = get_logger("aiosfu.sfu.fastpath")
 
 CONNECTED = DtlsState.CONNECTED
-Send = Callable[[bytes | bytearray, bytes], None]
-SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
-STAMP = struct.Struct("qq")  # struct timespec
-MAX_RTP_SIZE = 1500 - 28  # the largest RTP packet one IPv4 UDP datagram carries on Ethernet
-DRAIN_LIMIT = 16  # datagrams read per socket wake-up beyond the first, at most
 # aiortc's own extensions use IDs 1-3; BUNDLE shares one ID space across kinds.
 TRANSPORT_CC_ID = 5
 
@@ -152,89 +148,6 @@ def uses_transport_cc(parameters: RTCRtpReceiveParameters | RTCRtpSendParameters
     return any(e.uri == URI_TRANSPORT_CC for e in parameters.headerExtensions)
 
 
-def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
-    """`session.protect` without its per-call allocation and checks (a third of its cost
-    at 1200 bytes): the same libsrtp call on the session's own buffer. Falls back to
-    `session.protect` if pylibsrtp's internals are not where this expects them."""
-    parts = fast_protect_parts(session)
-    if parts is None:
-        return session.protect
-
-    def protect(data: bytes) -> bytes:
-        return bytes(parts(b"", data))
-
-    return protect
-
-
-def fast_protect_parts(
-    session: pylibsrtp.Session,
-) -> Callable[[bytes | bytearray, bytes], memoryview] | None:
-    """protect(header, payload): both copied once, straight into the session's own
-    buffer, protected there by libsrtp, and returned as a view of that buffer (valid until
-    the next call): no joined packet, no copy out. None if pylibsrtp's internals moved."""
-    try:
-        from pylibsrtp._binding import ffi, lib
-
-        srtp = session._srtp[0]
-    except (ImportError, AttributeError):
-        return None
-    # Our own buffer, not the session's 1500 bytes: pylibsrtp keeps 144 of those for the
-    # trailer, which caps RTP at 1356 bytes, and publishers such as GStreamer (1400-byte
-    # payloader MTU) send larger packets, to which forwarding adds header extensions.
-    cdata = ffi.new("char[]", MAX_RTP_SIZE + SRTP_MAX_TRAILER_LEN)
-    buffer = ffi.buffer(cdata)
-    size = MAX_RTP_SIZE
-    view = memoryview(buffer)
-    length = ffi.new("int *")
-    srtp_protect = lib.srtp_protect
-
-    def protect(
-        header: bytes | bytearray, payload: bytes, _owner: pylibsrtp.Session = session
-    ) -> memoryview:
-        # _owner: `srtp` is only valid while the session that owns it lives
-        h = len(header)
-        n = h + len(payload)
-        if n > size:
-            raise ValueError("packet is too long")
-        buffer[0:h] = header
-        buffer[h:n] = payload
-        length[0] = n
-        error = srtp_protect(srtp, cdata, length)
-        if error:
-            raise pylibsrtp.Error(f"srtp_protect failed ({error})")
-        return view[: length[0]]
-
-    return protect
-
-
-def fast_unprotect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
-    """`session.unprotect` without its per-call allocation and checks; raises
-    pylibsrtp.Error the same way. Falls back to `session.unprotect`."""
-    try:
-        from pylibsrtp._binding import ffi, lib
-
-        cdata, buffer, srtp = session._cdata, session._buffer, session._srtp[0]
-    except (ImportError, AttributeError):
-        return session.unprotect
-    size = len(buffer)
-    length = ffi.new("int *")
-    srtp_unprotect = lib.srtp_unprotect
-
-    def unprotect(data: bytes, _owner: pylibsrtp.Session = session) -> bytes:
-        n = len(data)
-        if n > size:
-            raise pylibsrtp.Error("packet is too long")
-        length[0] = n
-        buffer[0:n] = data
-        error = srtp_unprotect(srtp, cdata, length)
-        if error:
-            raise pylibsrtp.Error(f"srtp_unprotect failed ({error})")
-        clear: bytes = buffer[0 : length[0]]
-        return clear
-
-    return unprotect
-
-
 def connection_uplink(pc: Any) -> Uplink | None:
     """The transport-cc feedback state of a publisher's peer connection, if negotiated."""
     for transceiver in pc.getTransceivers():
@@ -251,136 +164,76 @@ def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
     return nominated.get(1)
 
 
-class FastIngress:
-    """SRTP from the publisher's nominated ICE pair, from the socket callback to the
-    Producer in one synchronous call.
+class PacketIOHook:
+    """Wires a connection's PacketIO (sfu/packet_io.py) to aiortc's transport: connects
+    it to the SRTP sessions and nominated ICE pair when DTLS is up, sets its receive hook
+    on that pair's protocol when a receiver wants packets, and takes both away when DTLS
+    leaves the connected state.
 
-    aiortc's ingress puts each datagram on an aioice queue, wakes the DTLS transport's
-    task, tries to parse it as STUN first and awaits through five coroutines before a
-    receiver sees it. Here the datagram's clear-text header picks the receiver (by SSRC,
-    as aiortc's router learnt it), and only then is it unprotected, so anything not ours
-    to handle goes down aiortc's path untouched (SRTP keeps its replay state right).
+    The receive hook replaces aiortc's ingress, which puts each datagram on an aioice
+    queue, wakes the DTLS transport's task, tries to parse it as STUN first and awaits
+    through five coroutines before a receiver sees it. The PacketIO hands everything not
+    routed to us to the protocol's own `datagram_received` (ice.py's address filter).
     """
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self.dtls = dtls
+        self.io = PacketIO()
+        self.receiving = False
         self._installed_on: Any = None
         dtls.on("statechange", self._on_state)
-        self._on_state()  # aiortc starts receivers once DTLS is already up
 
     @classmethod
-    def attach(cls, dtls: RTCDtlsTransport) -> None:
-        if getattr(dtls, "_aiosfu_fast_ingress", None) is None:
-            dtls._aiosfu_fast_ingress = cls(dtls)
+    def of(cls, dtls: RTCDtlsTransport) -> PacketIOHook:
+        hook: PacketIOHook | None = getattr(dtls, "_aiosfu_packet_io", None)
+        if hook is None:
+            hook = dtls._aiosfu_packet_io = cls(dtls)
+        return hook
 
     @property
     def installed(self) -> bool:
         return self._installed_on is not None
 
+    def receive(self) -> None:
+        """A receiver on this connection wants its packets from the socket callback."""
+        self.receiving = True
+        self._on_state()  # aiortc starts receivers once DTLS is already up
+
+    def open(self) -> PacketIO | None:
+        """The PacketIO, connected if DTLS is and ICE has a nominated pair (else None)."""
+        if not self.io.connected:
+            self._on_state()
+        return self.io if self.io.connected else None
+
     def _on_state(self) -> None:
-        if self.dtls._state == DtlsState.CONNECTED and self._installed_on is None:
-            self._install()
-        elif self.dtls._state != DtlsState.CONNECTED and self._installed_on is not None:
-            self._installed_on.__dict__.pop("datagram_received", None)
-            self._installed_on = None
+        if self.dtls._state == DtlsState.CONNECTED:
+            if not self.io.connected:
+                self._connect()
+            if self.receiving and self.io.connected and self._installed_on is None:
+                self._installed_on = self._pair_protocol
+                self._installed_on.datagram_received = self.io.datagram_received
+        else:
+            if self._installed_on is not None:
+                self._installed_on.__dict__.pop("datagram_received", None)
+                self._installed_on = None
+            self.io.disconnect()
 
-    def _install(self) -> None:
+    def _connect(self) -> None:
         pair = nominated_pair(self.dtls)
-        if pair is None:
+        transport = pair.protocol.transport if pair is not None else None
+        if pair is None or transport is None:
             return
-        protocol = pair.protocol
-        remote = tuple(pair.remote_addr)
-        fallback = protocol.datagram_received  # the class's, with ice.py's address filter
-        unprotect = fast_unprotect(self.dtls._rx_srtp)
-        routes = self.dtls._rtp_router.ssrc_table
-        from_bytes = int.from_bytes
-        transport = protocol.transport
-        sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
-        max_size = getattr(transport, "max_size", 256 * 1024)
-        arrival = arrival_clock(sock)
-        dtls = self.dtls
-
-        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            # asyncio read this datagram just now, so the socket's timestamp is its own.
-            handle(data, addr, arrival())
-            if sock is None:
-                return
-            # A video frame arrives as a burst of packets: take what else is already
-            # queued now, instead of one event-loop turn (and epoll_wait) per datagram.
-            for _ in range(DRAIN_LIMIT):
-                try:
-                    data, addr = sock.recvfrom(max_size)
-                except OSError:  # drained (or an error asyncio will see on its next read)
-                    return
-                handle(data, addr, arrival())
-
-        def handle(data: bytes, addr: tuple[Any, ...], arrival_us: int) -> None:
-            # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
-            if 127 < data[0] < 192 and len(data) > 12 and not 191 < data[1] < 224:
-                receiver = routes.get(from_bytes(data[8:12], "big"))
-                if (
-                    receiver is not None
-                    and receiver.__class__ is ForwardingReceiver
-                    and receiver.forward is not None
-                    and (addr[0], addr[1]) == remote
-                ):
-                    try:
-                        clear = unprotect(data)
-                    except pylibsrtp.Error:
-                        return
-                    receiver.ingest(clear, arrival_us)
-                    return
-                # aiortc's path queues it: note its arrival for transport-cc now, from
-                # the header SRTP leaves in clear (RFC 3711), if it is the peer's.
-                uplink: Uplink | None = getattr(dtls, "_aiosfu_uplink", None)
-                if uplink is not None and (addr[0], addr[1]) == remote:
-                    sequence = transport_sequence_of(data, uplink.extension_id)
-                    if sequence is not None:
-                        uplink.record(
-                            sequence, from_bytes(data[8:12], "big"), arrival_us, len(data)
-                        )
-            fallback(data, addr)
-
-        protocol.datagram_received = datagram_received
-        self._installed_on = protocol
-
-
-SIOCGSTAMPNS = 0x8907  # Linux: when the last datagram read from a socket arrived
-
-
-def arrival_clock(sock: socket.socket | None) -> Callable[[], int]:
-    """When the datagram just read from `sock` reached the host (µs on uplink.now_us's
-    clock): the kernel's receive timestamp, so time the process waited to be scheduled
-    (a busy machine, a long event-loop turn) is not taken for network queueing. Falls
-    back to the read time where the kernel keeps no timestamp."""
-    monotonic, wall = time.monotonic, time.time
-
-    def read_time() -> int:
-        return int(monotonic() * 1_000_000)
-
-    if sock is None:
-        return read_time
-    fd = sock.fileno()
-    stamp = bytearray(16)
-    try:
-        fcntl.ioctl(fd, SIOCGSTAMPNS, stamp, True)  # the first call turns stamping on
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:  # ENOENT: on, but nothing read since
-            return read_time
-    ioctl, unpack_from = fcntl.ioctl, STAMP.unpack_from
-
-    def kernel_time() -> int:
-        try:
-            ioctl(fd, SIOCGSTAMPNS, stamp, True)
-        except OSError:
-            return int(monotonic() * 1_000_000)
-        seconds: int
-        nanoseconds: int
-        seconds, nanoseconds = unpack_from(stamp)
-        # the stamp is wall-clock time: moved onto the monotonic clock at this instant
-        return int((seconds + nanoseconds / 1e9 + monotonic() - wall()) * 1_000_000)
-
-    return kernel_time
+        self._pair_protocol = pair.protocol
+        self.io.uplink = self.io.uplink or getattr(self.dtls, "_aiosfu_uplink", None)
+        self.io.connect(
+            rx_srtp=self.dtls._rx_srtp,
+            tx_srtp=self.dtls._tx_srtp,
+            remote=tuple(pair.remote_addr),
+            sock=getattr(transport, "_sock", None),  # the asyncio transport's own socket
+            sendto=transport.sendto,
+            passthrough=pair.protocol.datagram_received,  # the class's: ice.py's filter
+            max_size=getattr(transport, "max_size", 256 * 1024),
+        )
 
 
 def parse_rtp(data: bytes, extensions: HeaderExtensionsMap) -> RtpPacket | None:
@@ -462,11 +315,20 @@ class ForwardingReceiver(RTCRtpReceiver):
         for encoding in parameters.encodings:
             if encoding.rtx:
                 self.transport._rtp_router.ssrc_table.setdefault(encoding.rtx.ssrc, self)
+        hook = PacketIOHook.of(self.transport)
         if uses_transport_cc(parameters):
             self.uplink = self._connection_uplink(parameters)
+            hook.io.uplink = hook.io.uplink or self.uplink
+        if self.forward is not None:
+            # what aiortc's router knows is ours; an SSRC it learns later is added on
+            # its first packet (`_handle_rtp_packet`)
+            routes = hook.io.routes
+            for ssrc, receiver in self.transport._rtp_router.ssrc_table.items():
+                if receiver is self:
+                    routes.setdefault(ssrc, self.ingest)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
-        FastIngress.attach(self.transport)
+        hook.receive()
 
     def _connection_uplink(self, parameters: RTCRtpReceiveParameters) -> Uplink:
         dtls = self.transport
@@ -485,10 +347,12 @@ class ForwardingReceiver(RTCRtpReceiver):
 
         Only what the fast ingress does not take comes here (before ICE nominates, an
         SSRC not yet known). Once the fast ingress is on, it has already noted these
-        packets' arrival for transport-cc as it read them (`FastIngress._install`):
+        packets' arrival for transport-cc as it read them (`PacketIO`'s receive hook):
         the time aiortc's task gets to one is later by however long it queued."""
-        ingress = getattr(self.transport, "_aiosfu_fast_ingress", None)
-        noted = ingress is not None and ingress.installed
+        hook: PacketIOHook | None = getattr(self.transport, "_aiosfu_packet_io", None)
+        noted = hook is not None and hook.installed
+        if hook is not None and self.forward is not None:
+            hook.io.routes.setdefault(packet.ssrc, self.ingest)  # aiortc routed it to us
         accepted = self._accept(packet, now_us(), len(packet.payload), record_arrival=not noted)
         while self._rtcp_out:
             await self._rtcp_out.pop(0)
@@ -496,7 +360,7 @@ class ForwardingReceiver(RTCRtpReceiver):
             await self.on_rtp(accepted)
 
     def ingest(self, data: bytes, arrival_us: int) -> None:
-        """The fast path's entry (FastIngress): a clear RTP datagram read from the socket
+        """The fast path's entry (PacketIO's route): a clear RTP datagram read from the socket
         at `arrival_us` (on uplink.now_us's clock), handled at once."""
         packet = parse_rtp(data, self.transport._rtp_header_extensions_map)
         if packet is None:
@@ -581,6 +445,11 @@ class ForwardingReceiver(RTCRtpReceiver):
     async def stop(self) -> None:
         if self.uplink is not None:
             self.uplink.close()
+        hook: PacketIOHook | None = getattr(self.transport, "_aiosfu_packet_io", None)
+        if hook is not None:
+            routes = hook.io.routes
+            for ssrc in [s for s, route in routes.items() if route == self.ingest]:
+                del routes[ssrc]
         await super().stop()
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
@@ -655,7 +524,7 @@ class ForwardingSender(RTCRtpSender):
     on_nack: Callable[[list[int]], Awaitable[None]]
     on_keyframe_request: Callable[[], Awaitable[None]]
     # send(header, payload) to the subscriber, bound once the transport is up
-    _egress: tuple[Send, RTCDtlsTransport] | None
+    _egress: tuple[SendRtp, RTCDtlsTransport] | None
     # the subscriber connection's downlink, told what its RTCP says
     downstream: DownlinkFeedback | None
 
@@ -724,41 +593,15 @@ class ForwardingSender(RTCRtpSender):
             self._RTCRtpSender__rtp_timestamp = timestamp
 
     @staticmethod
-    def _open_egress(dtls: RTCDtlsTransport) -> tuple[Send, RTCDtlsTransport]:
-        """send(header, payload): protect + sendto on the nominated pair's socket, bound
-        once per connection (kept with the transport whose state says it still holds)."""
+    def _open_egress(dtls: RTCDtlsTransport) -> tuple[SendRtp, RTCDtlsTransport]:
+        """send(header, payload): the connection's PacketIO, kept with the transport
+        whose state says it still holds."""
         if dtls._state is not CONNECTED:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
-        pair = nominated_pair(dtls)
-        transport = pair.protocol.transport if pair is not None else None
-        if pair is None or transport is None:
+        io = PacketIOHook.of(dtls).open()
+        if io is None:
             raise ConnectionError("Cannot send encrypted RTP, no nominated ICE pair")
-        remote = pair.remote_addr
-        protect = fast_protect_parts(dtls._tx_srtp)
-        sock = getattr(transport, "_sock", None)  # the asyncio transport's own socket
-        if protect is None or sock is None:
-            session, transport_sendto = dtls._tx_srtp, transport.sendto
-
-            def send(header: bytes | bytearray, payload: bytes) -> None:
-                with contextlib.suppress(ValueError):  # too long for pylibsrtp's buffer
-                    transport_sendto(session.protect(bytes(header) + payload), remote)
-
-            return send, dtls
-        sock_sendto = sock.sendto
-
-        def send_direct(header: bytes | bytearray, payload: bytes) -> None:
-            # Safe to bypass asyncio's datagram transport: UDP needs no ordering with
-            # what it may have buffered, and a full socket buffer means a drop either way.
-            try:
-                sock_sendto(protect(header, payload), remote)
-            except ValueError:
-                pass  # larger than one UDP datagram: no peer could take it
-            except BlockingIOError:
-                pass  # dropped as on a congested link; NACK/PLI repair it
-            except OSError as exc:  # the socket is closed: the connection is going away
-                raise ConnectionError(str(exc)) from exc
-
-        return send_direct, dtls
+        return io.send_rtp, dtls
 
     async def resend(self, data: bytes) -> None:
         """A retransmission goes out the way forwarded packets do (aiortc's `_send_rtp`

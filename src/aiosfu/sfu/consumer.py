@@ -1,8 +1,14 @@
-"""A Consumer forwards one Producer's packets to one subscriber track.
+"""A Consumer forwards what its sources emit to one subscriber track.
 
-It starts video at a keyframe (asking upstream for one, and again if it is slow to
-come), rewrites headers for the subscriber, answers the subscriber's NACKs from the
-producer's cache, and passes its PLI/FIR upstream through the producer's rate limit.
+Consumers specialise by how they forward (mediasoup's kinds): a `SimpleConsumer`
+forwards one source, whole. A simulcast consumer, which picks among several sources
+(one per layer) for the subscriber's downlink, follows; it is a `Consumer` too, and the
+Router attaches it to each of its sources the same way.
+
+A SimpleConsumer starts video at a keyframe (asking upstream for one, and again if it
+is slow to come), rewrites headers for the subscriber, answers the subscriber's NACKs
+from the source's cache, and passes its PLI/FIR upstream through the source's rate
+limit. It reads its producer only through the `Source` protocol (sfu/router.py).
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from typing import Protocol
 
 from aiortc.rtp import RtpPacket
 
-from aiosfu.sfu.producer import Producer
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams, RtpRewriter
+from aiosfu.sfu.router import Sink, Source
 
 WriteParts = Callable[[bytearray, bytes, int, int], None]
 # A packet the subscriber NACKed this many times that neither our cache nor the
@@ -52,20 +58,41 @@ class RtpOutput(Protocol):
     def set_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
 
 
-class Consumer:
+class Consumer(Sink, Protocol):
+    """One subscriber track, whatever its kind: a Sink of its sources, driven by the
+    subscriber connection's sender (negotiation, NACK, PLI/FIR)."""
+
+    kind: str
+    closed: bool
+
+    async def activate(self, params: OutputParams) -> None:
+        """The subscriber's transport is up and negotiated: start forwarding."""
+
+    async def on_nack(self, sequence_numbers: list[int]) -> None: ...
+
+    async def on_keyframe_request(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict[str, object]: ...
+
+
+class SimpleConsumer:
+    """One source, forwarded whole to one subscriber track (today's only kind)."""
+
     def __init__(
         self,
-        producer: Producer,
+        source: Source,
         output: RtpOutput,
         *,
         keyframe_retry_interval: float = 1.0,
         downstream: Sequencer | None = None,
     ) -> None:
-        self.producer = producer
+        self.source = source
         self.downstream = downstream
         # bound at activation when the subscriber negotiated transport-cc
         self._next_transport_sequence: Callable[[int], int] | None = None
-        self.kind = producer.kind
+        self.kind = source.kind
         self.output = output
         self.keyframe_retry_interval = keyframe_retry_interval
         self.rewriter: RtpRewriter | None = None
@@ -96,10 +123,9 @@ class Consumer:
         if self.downstream is not None and URI_TRANSPORT_CC in params.extension_ids:
             self._next_transport_sequence = self.downstream.next_transport_sequence
         self.activated_at = time.monotonic()
-        self.producer.add_consumer(self)
         if self.waiting_for_keyframe:
             self._next_keyframe_request = self.activated_at + self.keyframe_retry_interval
-            await self.producer.request_keyframe()
+            await self.source.request_keyframe()
 
     def forward(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
         """The per-subscriber step of the producer's fan-out: synchronous, no allocation
@@ -113,14 +139,14 @@ class Consumer:
                 now = time.monotonic()
                 if now >= self._next_keyframe_request:
                     self._next_keyframe_request = now + self.keyframe_retry_interval
-                    self.producer.want_keyframe()
+                    self.source.want_keyframe()
                 return
             self.waiting_for_keyframe = False
         if not rewriter.started:
             rewriter.start(packet)
             self.first_packet_at = time.monotonic()
-            if self.producer.sender_clock is not None:
-                self.on_sender_clock(*self.producer.sender_clock)
+            if self.source.sender_clock is not None:
+                self.on_sender_clock(*self.source.sender_clock)
         payload = packet.payload
         size = len(payload)
         self.packets_out += 1
@@ -146,7 +172,7 @@ class Consumer:
     async def send(self, packet: RtpPacket, keyframe: bool, abs_send_time: int) -> None:
         """`forward` for callers on the event loop (RTCP it queued is sent before return)."""
         self.forward(packet, keyframe, abs_send_time)
-        await self.producer.flush_rtcp()
+        await self.source.flush_rtcp()
 
     def on_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """Map the publisher's SR clock into this subscriber's timestamp space."""
@@ -167,7 +193,7 @@ class Consumer:
         downstream = self.downstream
         for sequence_number in sequence_numbers:
             original = rewriter.original_sequence(sequence_number)
-            packet = self.producer.cache.get(original)
+            packet = self.source.cache.get(original)
             if packet is None:
                 missing.append(original)
                 continue
@@ -185,10 +211,10 @@ class Consumer:
             except ConnectionError:
                 return
         if missing:
-            await self.producer.request_retransmission(missing)
+            await self.source.request_retransmission(missing)
             if self._given_up(missing):
                 self.keyframe_escalations += 1
-                await self.producer.request_keyframe()
+                await self.source.request_keyframe()
 
     def _given_up(self, missing: list[int]) -> bool:
         """Count unanswered NACKs per packet; True when one has had its last chance."""
@@ -207,12 +233,15 @@ class Consumer:
 
     async def on_keyframe_request(self) -> None:
         self.keyframe_requests_received += 1
-        await self.producer.request_keyframe()
+        await self.source.request_keyframe()
+
+    def on_source_closed(self) -> None:
+        self.close()
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.producer.remove_consumer(self)
+        """Forward nothing more (the Router detaches it; this holds until it has)."""
+        self.closed = True
+        self.rewriter = None
 
     def stats(self) -> dict[str, object]:
         return {

@@ -1,5 +1,6 @@
 """The embedded media plane: one aiortc peer connection per publish and per subscribe,
-with RTP forwarded between them by Producers and Consumers, never decoded.
+with RTP forwarded between them by Producers and Consumers, never decoded. Each room's
+Router (sfu/router.py) holds which consumers and recorders each producer feeds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from aiosfu.sfu.aiortc_hooks import (
     receive_constrained_baseline_first,
 )
 from aiosfu.sfu.codec_match import check_publishable, subscriber_preferences
-from aiosfu.sfu.consumer import Consumer
+from aiosfu.sfu.consumer import Consumer, SimpleConsumer
 from aiosfu.sfu.datachannel import DataRelay
 from aiosfu.sfu.downstream import Downstream
 from aiosfu.sfu.follow import Publication, PublisherCaps
@@ -45,6 +46,7 @@ from aiosfu.sfu.interface import SfuListener
 from aiosfu.sfu.nat import announce_public
 from aiosfu.sfu.opus import negotiate_opus
 from aiosfu.sfu.producer import Producer
+from aiosfu.sfu.router import Router
 from aiosfu.sfu.uplink import keeps_remb
 
 log = get_logger("aiosfu.sfu")
@@ -141,6 +143,7 @@ class LocalSfu:
         self.sfuid = self.settings.sfuid
         self.publishers: dict[str, PublisherTransport] = {}
         self.subscribers: dict[str, SubscriberTransport] = {}
+        self.routers: dict[str, Router] = {}  # rid -> that room's Router
         self._listener: SfuListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.data = DataRelay(
@@ -233,6 +236,9 @@ class LocalSfu:
                 ErrorCode.CODEC_UNSUPPORTED, "no offered audio/video codec can be received"
             )
         self.publishers[mid] = transport
+        router = self._router(rid)
+        for producer in transport.producers:
+            router.add_producer(producer)
         pc.on("connectionstatechange", lambda: self._on_publisher_state(transport))
         transport.deadline = self._connect_deadline(lambda: self._publisher_timed_out(transport))
         log.info(
@@ -263,6 +269,7 @@ class LocalSfu:
         sid = _new_id(uid)
         pc = self._new_peer_connection()
         transport = SubscriberTransport(sid=sid, rid=rid, uid=uid, mid=mid, pc=pc)
+        router = self._router(rid)
         available = {k: deque(p for p in publisher.producers if p.kind == k) for k in MEDIA_KINDS}
         for media in offer.media:
             if media.kind not in MEDIA_KINDS or not available[media.kind]:
@@ -278,7 +285,7 @@ class LocalSfu:
             transceiver = pc.addTransceiver(NeverTrack(media.kind), direction="sendonly")
             transceiver.setCodecPreferences(preferences)
             sender = ForwardingSender.adopt(transceiver.sender, transport.downstream)
-            consumer = Consumer(
+            consumer = SimpleConsumer(
                 producer,
                 sender,
                 keyframe_retry_interval=self.settings.keyframe_retry_interval,
@@ -287,6 +294,7 @@ class LocalSfu:
             sender.on_negotiated = consumer.activate
             sender.on_nack = consumer.on_nack
             sender.on_keyframe_request = consumer.on_keyframe_request
+            router.attach(producer, consumer)  # it forwards once its sender negotiated
             transport.consumers.append(consumer)
         if not transport.consumers:
             await pc.close()
@@ -326,8 +334,14 @@ class LocalSfu:
         transport.closing = True
         if transport.deadline is not None:
             transport.deadline.cancel()
+        router = self.routers.get(rid)
         for producer in transport.producers:
-            producer.close()
+            if router is not None:
+                router.close_producer(producer)
+            else:
+                producer.close()
+        if router is not None and router.empty:
+            del self.routers[rid]
         self.data.close_mid(mid)
         await transport.pc.close()
         log.info("unpublish", rid=rid, mid=mid)
@@ -369,7 +383,9 @@ class LocalSfu:
         publisher = self.publishers.get(mid)
         if publisher is None or publisher.rid != rid:
             raise SfuError(ErrorCode.UNKNOWN_MID, f"no stream {mid!r} on this SFU")
-        return await self.recordings.start(rid, publisher.uid, mid, publisher.producers)
+        router = self._router(rid)
+        tracks = [router.recordable(p) for p in publisher.producers]
+        return await self.recordings.start(rid, publisher.uid, mid, tracks)
 
     async def stop_recording(self, rid: str, mid: str) -> Recording:
         publisher = self.publishers.get(mid)
@@ -390,9 +406,20 @@ class LocalSfu:
             self.caps.stop()  # nobody's downlink to follow: no task left behind
         if transport.deadline is not None:
             transport.deadline.cancel()
+        router = self.routers.get(transport.rid)
         for consumer in transport.consumers:
+            if router is not None:
+                router.remove_sink(consumer)
             consumer.close()
+        if router is not None and router.empty:
+            del self.routers[transport.rid]
         await transport.pc.close()
+
+    def _router(self, rid: str) -> Router:
+        router = self.routers.get(rid)
+        if router is None:
+            router = self.routers[rid] = Router(rid)
+        return router
 
     def _connect_deadline(self, expire: Any) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(self.settings.connect_timeout, expire)

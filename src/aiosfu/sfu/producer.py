@@ -1,9 +1,10 @@
 """A Producer is one published track on this SFU: it receives the publisher's RTP and
-fans each packet out to every Consumer in one pass.
+emits each packet to every sink the room's Router attached to it, in one pass.
 
 It owns what is shared by all subscribers of the track: the packet cache that answers
 NACKs, the keyframe detector, the publisher's Sender Report clock and the rate limit on
-keyframe requests sent upstream (many subscribers asking at once cost one PLI).
+keyframe requests sent upstream (many subscribers asking at once cost one PLI). To its
+sinks (consumers, recorders) it is a `Source` (sfu/router.py); it knows none of them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiosfu.sfu.codecs import keyframe_detector
 from aiosfu.sfu.packet_cache import PacketCache
 
 if TYPE_CHECKING:
-    from aiosfu.sfu.consumer import Consumer
+    from aiosfu.sfu.router import Sink
 
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
@@ -41,17 +42,6 @@ class Upstream(Protocol):
     async def request_retransmission(self, ssrc: int, sequence_numbers: list[int]) -> None: ...
 
 
-class PacketSink(Protocol):
-    """Anything that wants a track's packets as they arrive (a recorder, a relay).
-
-    Called synchronously on the hot path: a sink queues, it never blocks or awaits.
-    """
-
-    def on_rtp(self, packet: RtpPacket, keyframe: bool) -> None: ...
-
-    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
-
-
 class Producer:
     def __init__(
         self,
@@ -67,8 +57,8 @@ class Producer:
         self.mime_type = codec.mimeType
         self.clock_rate = codec.clockRate
         self.upstream = upstream
-        self.consumers: list[Consumer] = []
-        self.sinks: list[PacketSink] = []
+        # what each packet goes to: the Router's to change (sfu/router.py)
+        self.sinks: list[Sink] = []
         self.cache = PacketCache(cache_size)
         self.is_keyframe = keyframe_detector(codec.mimeType)
         self.keyframe_request_interval = keyframe_request_interval
@@ -91,8 +81,8 @@ class Producer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def forward(self, packet: RtpPacket) -> None:
-        """The hot path: one inbound packet to every sink and consumer in one synchronous
-        pass, called straight from the socket callback (aiortc_hooks.FastIngress). RTCP
+        """The hot path: one inbound packet to every sink in one synchronous
+        pass, called straight from the socket callback (the connection's PacketIO). RTCP
         it calls for (a keyframe request) goes out right after, as a task."""
         self.packets_in_fast_path += 1
         self._forward(packet)
@@ -123,13 +113,11 @@ class Producer:
         keyframe = self._video and self.is_keyframe(payload)
         if keyframe:
             self.keyframes_in += 1
-        for sink in self.sinks:
-            sink.on_rtp(packet, keyframe)
-        consumers = self.consumers
-        if consumers:
+        sinks = self.sinks
+        if sinks:
             abs_send_time = abs_send_time_now()
-            for consumer in consumers:
-                consumer.forward(packet, keyframe, abs_send_time)
+            for sink in sinks:
+                sink.forward(packet, keyframe, abs_send_time)
 
     def _forward_padding(self, packet: RtpPacket) -> None:
         """Padding-only packets (bandwidth probes) carry a sequence number of the stream:
@@ -138,8 +126,8 @@ class Producer:
             return
         self.cache.put(packet)
         abs_send_time = abs_send_time_now()
-        for consumer in self.consumers:
-            consumer.forward(packet, False, abs_send_time)
+        for sink in self.sinks:
+            sink.forward(packet, False, abs_send_time)
 
     def _send_rtcp_later(self) -> None:
         for coro in self._rtcp:
@@ -153,9 +141,7 @@ class Producer:
             return
         self.sender_clock = (ntp_timestamp, rtp_timestamp)
         for sink in self.sinks:
-            sink.on_sender_report(ntp_timestamp, rtp_timestamp)
-        for consumer in self.consumers:
-            consumer.on_sender_clock(ntp_timestamp, rtp_timestamp)
+            sink.on_sender_clock(ntp_timestamp, rtp_timestamp)
 
     def _may_request_keyframe(self, *, trailing: bool = False) -> bool:
         """The rate limit: many subscribers asking at once cost the publisher one PLI
@@ -206,31 +192,12 @@ class Producer:
         self.retransmission_requests_sent += 1
         await self.upstream.request_retransmission(self.ssrc, sequence_numbers)
 
-    def add_consumer(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
-        if self.sender_clock is not None:
-            consumer.on_sender_clock(*self.sender_clock)
-
-    def remove_consumer(self, consumer: Consumer) -> None:
-        if consumer in self.consumers:
-            self.consumers.remove(consumer)
-
-    def add_sink(self, sink: PacketSink) -> None:
-        self.sinks.append(sink)
-
-    def remove_sink(self, sink: PacketSink) -> None:
-        if sink in self.sinks:
-            self.sinks.remove(sink)
-
     def close(self) -> None:
+        """Stop asking the publisher for anything (Router.close_producer ends the sinks)."""
         self.closed = True
         if self._trailing_request is not None:
             self._trailing_request.cancel()
             self._trailing_request = None
-        self.sinks.clear()
-        for consumer in list(self.consumers):
-            consumer.close()
-        self.consumers.clear()
 
     def stats(self) -> dict[str, object]:
         return {
@@ -244,6 +211,6 @@ class Producer:
             "keyframeRequestsSent": self.keyframe_requests_sent,
             "keyframeRequestsSuppressed": self.keyframe_requests_suppressed,
             "retransmissionRequestsSent": self.retransmission_requests_sent,
-            "consumers": len(self.consumers),
+            "sinks": len(self.sinks),
             **getattr(self.upstream, "repair_stats", dict)(),
         }

@@ -3,7 +3,7 @@
 A browser's send-side controller (GCC) sets its encoder's target from when each of its
 packets arrived. Audio and video share one transport-wide sequence (BUNDLE), so there is
 one `Uplink` per publisher connection, fed by every receiver on it. Arrival times are the
-socket read times the fast ingress takes (`aiortc_hooks.FastIngress`), never the time a
+socket read times the fast ingress takes (`sfu/packet_io.PacketIO`), never the time a
 packet got its turn on the event loop: feedback that includes the server's own scheduling
 delay reads to GCC as queueing on the network, and it backs off.
 """

@@ -183,7 +183,10 @@ class SignalService:
         if sfuid and not self.serves_sfu(sfuid):
             raise ProtocolError(ErrorCode.UNKNOWN_SFU, f"sfuid {sfuid!r} is not served here")
 
-    async def join(self, session: PeerSession, data: JoinData) -> dict[str, Any]:
+    async def join(
+        self, session: PeerSession, data: JoinData, announce: bool = True
+    ) -> dict[str, Any]:
+        """`announce` False: the others already know the member (a cluster peer resuming)."""
         existing = self.rooms.get(data.rid)
         grants = self.access.join_grants(session, data.rid, data.bizid, existing)
         for check in self.join_checks:
@@ -200,7 +203,7 @@ class SignalService:
         self._seat(room, session.uid, grants)
         self._event("participant_joined", data.rid, uid=session.uid, hidden=member.hidden)
         log.info("join", rid=data.rid, uid=session.uid, members=len(room.members))
-        if not member.hidden:
+        if announce and not member.hidden:
             self.notify_many(
                 room.told_of(session.uid),
                 "peer-join",

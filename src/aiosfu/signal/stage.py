@@ -14,16 +14,23 @@ show who is on stage, muted or waiting with a raised hand:
   removed uid may not join that room again while it lasts.
 - `raise-hand {rid}` / `lower-hand {rid, uid?}` → `hand-raised` / `hand-lowered {rid, uid}`;
   a teacher may lower anyone's hand, and bringing a student on stage lowers it.
+
+In a cluster (`aiosfu.cluster.stage_sync`) the room spans signal nodes: every announcement
+also goes to the other nodes (`Elsewhere.announce`), which keep the hands, mutes and
+removals in step from them (`heard`), and an action on a member connected to another
+node is carried out there (`Elsewhere.act` → `act_here`), where its session and grants
+live.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, StrictBool
 
+from aiosfu.contract import ErrorCode
 from aiosfu.log import get_logger
-from aiosfu.room import Room
+from aiosfu.room import Member, Room, RoomError
 from aiosfu.signal.access import forbidden
 from aiosfu.signal.grants import Grants, Source, updated
 from aiosfu.signal.protocol import Id, Model, RoomData
@@ -66,9 +73,30 @@ class HandData(RoomData):
     uid: Id | None = None  # lower-hand: someone else's (a room admin)
 
 
+# The notifications a stage change makes; in a cluster each reaches every signal node.
+ANNOUNCEMENTS = ("grants-updated", "stream-muted", "peer-removed", "hand-raised", "hand-lowered")
+
+
+class Elsewhere(Protocol):
+    """The rest of a cluster, for a room that spans signal nodes."""
+
+    async def announce(self, rid: str, method: str, data: dict[str, Any]) -> None: ...
+
+    async def act(
+        self, member: Member, action: str, rid: str, body: dict[str, Any], by: str
+    ) -> dict[str, Any]:
+        """Carry out `action` on a member connected to another signal node; its reply."""
+        ...
+
+    async def withdrawn(self, rid: str, uid: str, mid: str) -> None:
+        """A publication ended here because its grants went: the other nodes hear it."""
+        ...
+
+
 class Stage:
     def __init__(self, service: SignalService) -> None:
         self.service = service
+        self.elsewhere: Elsewhere | None = None
         self.hands: dict[str, list[str]] = {}  # rid -> uids, in the order raised
         self.removed: dict[str, set[str]] = {}  # rid -> uids a teacher removed
         self.muted: dict[str, set[str]] = {}  # mid -> kinds muted
@@ -84,12 +112,22 @@ class Stage:
     def _room(self, session: PeerSession, rid: str) -> Room:
         return self.service.rooms.member_room(rid, session.uid)
 
-    def _target(self, room: Room, uid: str) -> PeerSession:
-        room.require_member(uid)
+    def _target(self, room: Room, uid: str, forward: bool = True) -> PeerSession | None:
+        """The member's session, or None when it is connected to another signal node (and
+        `forward`: the action is then carried out there)."""
+        member = room.require_member(uid)
+        remote = member.signalid != self.service.signal_id
+        if remote and forward and self.elsewhere is not None:
+            return None
         target = self.service.sessions.get(uid)
-        if target is None:
+        if target is None or remote:
             raise forbidden(f"peer {uid!r} is not connected here")
         return target
+
+    async def _announce(self, room: Room, method: str, data: dict[str, Any]) -> None:
+        await self.service.notify_room(room, method, data)
+        if self.elsewhere is not None:
+            await self.elsewhere.announce(room.rid, method, data)
 
     # --- a room admin's requests -----------------------------------------------------
 
@@ -103,12 +141,17 @@ class Stage:
         """Change a member's grants (the caller checked who may) and enforce them now."""
         target = self._target(room, uid)
         values = changes.model_dump(exclude_none=True)
+        if target is None:
+            assert self.elsewhere is not None
+            member = room.members[uid]
+            reply = await self.elsewhere.act(member, "update-grants", room.rid, values, by)
+            return Grants.model_validate(reply["grants"])
         if "canPublishSources" in values:
             values["canPublishSources"] = tuple(values["canPublishSources"])
         grants = updated(self.service.access.grants(target, room.rid), values)
         target.grants[room.rid] = grants
         log.info("grants-updated", rid=room.rid, uid=uid, by=by, **values)
-        await self.service.notify_room(
+        await self._announce(
             room,
             "grants-updated",
             {"rid": room.rid, "uid": uid, "grants": grants.claim(), "by": by},
@@ -128,6 +171,8 @@ class Stage:
                 continue
             await sfu.unpublish(room.rid, pub.mid)
             await self.service._remove_publication(room, pub.mid, tell_publisher=True)
+            if self.elsewhere is not None:
+                await self.elsewhere.withdrawn(room.rid, uid, pub.mid)
             log.info("publication-withdrawn", rid=room.rid, uid=uid, mid=pub.mid)
         if not grants.canSubscribe:
             for sub in [s for s in room.subscriptions.values() if s.uid == uid]:
@@ -153,7 +198,7 @@ class Stage:
             kinds.add(kind)
         else:
             kinds.discard(kind)
-        await self.service.notify_room(
+        await self._announce(
             room,
             "stream-muted",
             {"rid": room.rid, "uid": pub.uid, "mid": mid, "kind": kind, "muted": muted, "by": by},
@@ -170,9 +215,11 @@ class Stage:
     async def remove_member(self, room: Room, uid: str, by: str) -> None:
         target = self._target(room, uid)
         self.removed.setdefault(room.rid, set()).add(uid)
-        await self.service.notify_room(
-            room, "peer-removed", {"rid": room.rid, "uid": uid, "by": by}
-        )
+        if target is None:
+            assert self.elsewhere is not None
+            await self.elsewhere.act(room.members[uid], "remove", room.rid, {}, by)
+            return
+        await self._announce(room, "peer-removed", {"rid": room.rid, "uid": uid, "by": by})
         await self.service._leave(target, room.rid)
         log.info("peer-removed", rid=room.rid, uid=uid, by=by)
 
@@ -183,9 +230,7 @@ class Stage:
         hands = self.hands.setdefault(data.rid, [])
         if session.uid not in hands:
             hands.append(session.uid)
-            await self.service.notify_room(
-                room, "hand-raised", {"rid": data.rid, "uid": session.uid}
-            )
+            await self._announce(room, "hand-raised", {"rid": data.rid, "uid": session.uid})
         return {}
 
     async def lower_hand(self, session: PeerSession, data: HandData) -> dict[str, Any]:
@@ -200,7 +245,41 @@ class Stage:
         hands = self.hands.get(room.rid, [])
         if uid in hands:
             hands.remove(uid)
-            await self.service.notify_room(room, "hand-lowered", {"rid": room.rid, "uid": uid})
+            await self._announce(room, "hand-lowered", {"rid": room.rid, "uid": uid})
+
+    # --- the other signal nodes of a cluster ------------------------------------------
+
+    async def act_here(
+        self, action: str, rid: str, uid: str, body: dict[str, Any], by: str
+    ) -> dict[str, Any]:
+        """An action another signal node's room admin took on a member connected here
+        (that node checked the admin's grants)."""
+        room = self.service.rooms.member_room(rid, uid)
+        self._target(room, uid, forward=False)
+        if action == "update-grants":
+            grants = await self.apply_grants(room, uid, GrantChanges.model_validate(body), by)
+            return {"grants": grants.claim()}
+        if action == "remove":
+            await self.remove_member(room, uid, by)
+            return {}
+        raise RoomError(ErrorCode.BAD_REQUEST, f"no stage action {action!r}")
+
+    def heard(self, method: str, data: dict[str, Any]) -> None:
+        """Another signal node's announcement: kept here too, and told to our members."""
+        rid, uid = data["rid"], data["uid"]
+        hands = self.hands.setdefault(rid, [])
+        if method == "hand-raised" and uid not in hands:
+            hands.append(uid)
+        elif method == "hand-lowered" and uid in hands:
+            hands.remove(uid)
+        elif method == "stream-muted":
+            kinds = self.muted.setdefault(data["mid"], set())
+            (kinds.add if data["muted"] else kinds.discard)(data["kind"])
+        elif method == "peer-removed":
+            self.removed.setdefault(rid, set()).add(uid)
+        room = self.service.rooms.get(rid)
+        if room is not None:
+            self.service.notify_many(room.members, method, data)
 
     # --- joins and departures --------------------------------------------------------
 
