@@ -364,3 +364,33 @@ async def test_peer_connections_share_a_certificate_and_build_no_idle_estimator(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_host_candidates_in_a_port_range_use_what_aioice_has() -> None:
+    """The port-range gathering replaces aioice's host part and keeps the rest of it."""
+    import aioice.ice
+    import aioice.turn
+
+    from aiosfu.sfu.aiortc_hooks import gather_host_candidates_in
+
+    original = aioice.ice.Connection.get_component_candidates
+    assert list(inspect.signature(original).parameters) == [
+        "self", "component", "addresses", "timeout"
+    ]  # fmt: skip
+    assert isinstance(aioice.turn.UDP_SOCKET_BUFFER_SIZE, int)
+    assert inspect.iscoroutinefunction(aioice.ice.server_reflexive_candidate)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        taken = probe.getsockname()[1]
+        ports = range(taken, taken + 2)
+        gather_host_candidates_in(ports)
+        try:
+            connection = aioice.ice.Connection(ice_controlling=False)
+            assert connection._protocols == []
+            found = await connection.get_component_candidates(1, ["127.0.0.1"])
+            assert [(c.host, c.port, c.type) for c in found] == [("127.0.0.1", taken + 1, "host")]
+            assert [p.local_candidate for p in connection._protocols] == found
+            await connection.close()
+        finally:
+            gather_host_candidates_in(None)
+    assert aioice.ice.Connection.get_component_candidates is original

@@ -270,6 +270,76 @@ def test_sfu_nodes_use_host_networking_drain_within_the_grace_period_and_have_a_
         assert budget["spec"]["selector"]["matchLabels"].items() <= labels["labels"].items()
 
 
-def test_the_example_config_loads() -> None:
+def secret_env(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Env var -> (Secret, key) for the variables a container takes from a Secret."""
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container(deployment).get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_the_example_config_loads_with_the_turn_secret_from_its_secret() -> None:
+    signal_secrets = secret_env(by_kind("Deployment", "aiosfu-signal"))
+    env = {name: "from-the-secret" for name in signal_secrets}
+    config = load_config(KUBE / "config.example.toml", env=env)
+    assert config.institutions["school"].keys and config.turn_urls
+    assert config.turn_secret == "from-the-secret"
+    assert not load_config(KUBE / "config.example.toml", env={}).turn_secret
+
+
+def coturn_ports(args: list[str]) -> range:
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+    return range(int(flags["min-port"]), int(flags["max-port"]) + 1)
+
+
+def test_coturn_shares_the_turn_rest_secret_with_the_signal_nodes() -> None:
+    deployment = by_kind("Deployment", "coturn")
+    pod = deployment["spec"]["template"]["spec"]
+    turn = container(deployment)
+    assert pod["hostNetwork"] is True  # relay ports are the node's
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert "--use-auth-secret" in turn["args"]
+    secret_flag = next(a for a in turn["args"] if a.startswith("--static-auth-secret="))
+    variable = re.fullmatch(r"--static-auth-secret=\$\((\w+)\)", secret_flag)
+    assert variable, "the secret comes from the environment, never from the manifest"
+    coturn_secret = secret_env(deployment)[variable[1]]
+    assert secret_env(by_kind("Deployment", "aiosfu-signal"))["AIOSFU_TURN_SECRET"] == coturn_secret
+    assert turn["livenessProbe"] != turn["readinessProbe"]
+    service = by_kind("Service", "coturn")
+    assert (
+        service["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert {(p["port"], p["protocol"]) for p in service["spec"]["ports"]} == {
+        (3478, "UDP"), (3478, "TCP")
+    }  # fmt: skip
     config = load_config(KUBE / "config.example.toml", env={})
-    assert config.institutions["school"].keys and config.turn_secret
+    assert all(":3478?" in url for url in config.turn_urls)
+    budget = by_kind("PodDisruptionBudget", "coturn")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+EPHEMERAL = range(32768, 61000)  # Linux's default net.ipv4.ip_local_port_range
+NODE_PORTS = range(30000, 32768)  # Kubernetes' default NodePort range
+
+
+def test_media_ports_are_a_fixed_range_nothing_else_on_the_node_takes() -> None:
+    sfu = container(by_kind("Deployment", "aiosfu-sfu"))
+    parsed = parse_if_known(sfu["args"])
+    assert {p["containerPort"] for p in sfu["ports"]} == {50051, parsed.node_metrics_port}
+    low, high = parsed.ice_ports
+    ice = range(low, high + 1)
+    assert len(ice) >= 1000, "one port per peer connection: a lecture hall needs thousands"
+    relay = coturn_ports(container(by_kind("Deployment", "coturn"))["args"])
+    for other in (relay, EPHEMERAL, NODE_PORTS, range(50051, 50052), range(9464, 9465)):
+        assert not set(ice) & set(other), other
+    # The same in docker-compose.yml, where both SFU nodes and coturn share one host.
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    taken = [coturn_ports(services["coturn"]["command"])]
+    for name in ("sfu-1", "sfu-2"):
+        low, high = build_parser().parse_args(aiosfu_command(services[name]["command"])).ice_ports
+        taken.append(range(low, high + 1))
+    assert sum(len(r) for r in taken) == len(set().union(*map(set, taken)))  # disjoint

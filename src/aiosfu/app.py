@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from aiosfu.config import Config
+from aiosfu.ingest.workers import IngestWorkers
 from aiosfu.log import get_logger
 from aiosfu.room import RoomPolicy, Rooms
-from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses
+from aiosfu.sfu.ice import drop_unverified_datagrams, use_host_addresses, use_port_range
 from aiosfu.sfu.local import LocalSfu, SfuSettings
 from aiosfu.sfu.nat import nat_mapping
 from aiosfu.signal import turn
@@ -15,6 +16,7 @@ from aiosfu.signal.access import AccessControl
 from aiosfu.signal.api import ServerApi
 from aiosfu.signal.auth import Authenticator
 from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes, authorize_admin
+from aiosfu.signal.ingest_api import IngestApi
 from aiosfu.signal.limits import Limits, fit_to_file_limit
 from aiosfu.signal.metrics import Metrics, metrics_handler
 from aiosfu.signal.relay import P2PRelay
@@ -31,6 +33,7 @@ def build_local_sfu(config: Config) -> tuple[LocalSfu, list[str], dict[str, str]
     """The media plane of this process (also an SFU node's): with its ICE addresses and
     the public address announced for each."""
     ice_addresses = use_host_addresses(config.ice_ips)
+    use_port_range(config.ice_port_min, config.ice_port_max)
     announced = nat_mapping(ice_addresses, config.public_ip, config.nat_1_1_mapping)
     drop_unverified_datagrams()
     sfu = LocalSfu(
@@ -48,6 +51,13 @@ def build_local_sfu(config: Config) -> tuple[LocalSfu, list[str], dict[str, str]
         )
     )
     return sfu, ice_addresses, announced
+
+
+def _own_ws_url(config: Config, secure: bool) -> str:
+    """Where an ingest process started by this server joins it: its own WebSocket."""
+    host = "127.0.0.1" if config.host in ("", "0.0.0.0") else config.host
+    host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+    return f"{'wss' if secure else 'ws'}://{host}:{config.port}/ws"
 
 
 def room_policy(config: Config) -> RoomPolicy:
@@ -117,16 +127,19 @@ def build_app(config: Config) -> web.Application:
     )
     service.event_listeners.append(webhooks.on_event)
     service.stat_sources["webhooks"] = webhooks.stats
+    secure = bool(config.tls_cert or config.tls_self_signed)
     app = web.Application()
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
     add_routes(app)
-    ServerApi(service, stage).add_routes(app)
+    api = ServerApi(service, stage)
+    api.add_routes(app)
+    ingests = IngestWorkers(_own_ws_url(config, secure), ice_ips=config.ice_ips,
+                            limit=config.max_ingests)  # fmt: skip
+    IngestApi(api, ingests).add_routes(app)
     # After every extension has registered its methods, so all of them are counted.
     app.router.add_get("/metrics", metrics_handler(Metrics(service), authorize_admin))
     add_whip_routes(app, service)
-
-    secure = bool(config.tls_cert or config.tls_self_signed)
 
     async def on_startup(app: web.Application) -> None:
         log.info(
@@ -147,6 +160,7 @@ def build_app(config: Config) -> web.Application:
     async def on_shutdown(app: web.Application) -> None:
         for session in list(service.sessions.values()):
             await session.close(1001, "server shutting down")
+        await ingests.close()
         await sfu.close()
         await webhooks.close()
 

@@ -8,7 +8,7 @@ import sys
 from aiosfu import __version__, heap, tls
 from aiosfu.cluster.cli import add_cluster_parsers
 from aiosfu.composite.cli import add_composite_parser
-from aiosfu.config import load_config
+from aiosfu.config import load_config, port_range, port_range_overrides
 from aiosfu.ingest_cli import add_ingest_parser
 from aiosfu.log import configure
 from aiosfu.peer_cli import add_peer_parser
@@ -24,6 +24,7 @@ def _serve(args: argparse.Namespace) -> None:
             "port": args.port,
             "ice_ips": args.ice_ip,
             "public_ip": args.public_ip,
+            **port_range_overrides(args.ice_ports),
             "keepalive_timeout": args.keepalive_timeout,
             "connect_timeout": args.connect_timeout,
             "log_level": args.log_level,
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="behind 1:1 NAT: bind the ICE addresses, announce this public one in candidates",
     )
+    serve.add_argument(
+        "--ice-ports", type=port_range, metavar="LOW-HIGH",
+        help="bind ICE host candidates on UDP ports in this range only, e.g. 50000-59999",
+    )  # fmt: skip
     serve.add_argument("--config", help="TOML config file (see config.sample.toml)")
     serve.add_argument(
         "--keepalive-timeout", type=float, help="seconds before a silent peer is removed"

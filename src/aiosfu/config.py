@@ -61,6 +61,7 @@ class SfuNodeConfig(BaseModel):
     region: str = ""
     max_rooms: int = Field(default=0, ge=0)
     drain_timeout: float = Field(default=600.0, ge=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no /metrics listener
 
 
 class Config(BaseModel):
@@ -71,6 +72,8 @@ class Config(BaseModel):
     ice_ips: list[str] = Field(default_factory=list)
     public_ip: str = ""
     nat_1_1_mapping: dict[str, str] = Field(default_factory=dict)
+    ice_port_min: int = Field(0, ge=0, le=65535)
+    ice_port_max: int = Field(0, ge=0, le=65535)
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     signal_id: str = "signal-1"
     sfu_id: str = "sfu-1"
@@ -104,6 +107,7 @@ class Config(BaseModel):
     max_peer_connections: int = Field(4000, ge=1)
     max_connections: int = Field(4000, ge=1)
     max_offer_media: int = Field(16, ge=1, le=256)
+    max_ingests: int = Field(16, ge=0)
     http_header_timeout: float = Field(10.0, gt=0)
     http_max_pending: int = Field(512, ge=1)
     http_max_pending_per_ip: int = Field(64, ge=1)
@@ -125,6 +129,15 @@ class Config(BaseModel):
             raise ValueError("tls_cert and tls_key go together")
         return self
 
+    @model_validator(mode="after")
+    def _ice_ports(self) -> Config:
+        low, high = self.ice_port_min, self.ice_port_max
+        if (low or high) and not 1 <= low <= high:
+            raise ValueError(
+                f"ice_port_min..ice_port_max must be 1 <= min <= max, not {low}..{high}"
+            )
+        return self
+
     def http_guard_limits(self) -> GuardLimits:
         return GuardLimits(
             header_timeout=self.http_header_timeout,
@@ -144,6 +157,20 @@ _PLAIN_STRINGS = (
     "tls_cert",
     "tls_key",
 )
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """`50000-50100` (both ends included) as (50000, 50100); ValueError otherwise."""
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f"an ICE port range is LOW-HIGH, e.g. 50000-50100, not {text!r}")
+    return int(low), int(high)
+
+
+def port_range_overrides(ports: tuple[int, int] | None) -> dict[str, int | None]:
+    """`--ice-ports` as config overrides (None: leave the config's)."""
+    low, high = ports if ports is not None else (None, None)
+    return {"ice_port_min": low, "ice_port_max": high}
 
 
 def _env_value(raw: str) -> Any:

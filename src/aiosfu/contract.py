@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     CODEC_UNSUPPORTED = "codec-unsupported"
     NOT_RECORDING = "not-recording"
     RECORD_FAILED = "record-failed"
+    NO_MEDIA_PORT = "no-media-port"
     # The P2P relay (signal/relay.py) and the data-channel relay (sfu/datachannel.py)
     UNKNOWN_PEER = "unknown-peer"
     NO_CONNECTION = "no-connection"

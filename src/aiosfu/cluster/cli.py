@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from aiosfu import __version__, heap
-from aiosfu.config import Config, load_config
+from aiosfu.config import Config, load_config, port_range, port_range_overrides
 from aiosfu.log import configure
 from aiosfu.signal import http_guard
 
@@ -38,7 +38,8 @@ def _signal(args: argparse.Namespace) -> None:
 
 
 def _sfu(args: argparse.Namespace) -> None:
-    config = _load(args, {"sfu_id": args.id, "ice_ips": args.ice_ip}, "sfu_node")
+    overrides = {"sfu_id": args.id, "ice_ips": args.ice_ip, **port_range_overrides(args.ice_ports)}
+    config = _load(args, overrides, "sfu_node")
     from aiosfu.cluster.sfu_node import run_sfu_node
 
     heap.settle()
@@ -77,6 +78,14 @@ def add_cluster_parsers(commands: Any) -> None:
     sfu.add_argument(
         "--ice-ip", action="append", metavar="IP", help="offer ICE host candidates on this address"
     )
+    sfu.add_argument(
+        "--ice-ports", type=port_range, metavar="LOW-HIGH",
+        help="bind ICE host candidates on UDP ports in this range only, e.g. 50000-59999",
+    )  # fmt: skip
+    sfu.add_argument(
+        "--metrics-port", dest="node_metrics_port", type=int,
+        help="serve this node's load as Prometheus /metrics on this port (default: off)",
+    )  # fmt: skip
     sfu.add_argument("--max-rooms", dest="node_max_rooms", type=int, help="rooms at most")
     sfu.add_argument(
         "--drain-timeout", dest="node_drain_timeout", type=float,

@@ -14,6 +14,7 @@ import time
 
 from aiosfu import __version__
 from aiosfu.app import build_local_sfu
+from aiosfu.cluster.node_metrics import start_metrics_listener
 from aiosfu.cluster.nodes import CpuMeter, Load, NodeInfo
 from aiosfu.cluster.registry import EtcdRegistry
 from aiosfu.cluster.sfu_server import start_server
@@ -71,6 +72,11 @@ async def run_sfu_node(config: Config, stop: asyncio.Event | None = None) -> Non
     )
     registry = EtcdRegistry(settings.etcd, me, load=meter.read)
     await registry.start()
+    metrics = None
+    if settings.metrics_port:
+        metrics = await start_metrics_listener(
+            settings.grpc_host, settings.metrics_port, lambda: registry.me
+        )
     log.info("sfu-node-serving", id=config.sfu_id, grpc=grpc_address, etcd=settings.etcd)
     print(f"aiosfu sfu {config.sfu_id}: gRPC on {grpc_address}", flush=True)
 
@@ -88,6 +94,8 @@ async def run_sfu_node(config: Config, stop: asyncio.Event | None = None) -> Non
             await _drain(registry, sfu, settings.drain_timeout, stop)
     finally:
         log.info("sfu-node-stopping", id=config.sfu_id)
+        if metrics is not None:
+            await metrics.cleanup()
         await registry.close()
         await servicer.close()
         await server.stop(1)

@@ -17,6 +17,7 @@ from aiosfu import __version__
 from aiosfu.app import access_control, room_policy
 from aiosfu.cluster.bus import NatsBus
 from aiosfu.cluster.errors import ClusterError
+from aiosfu.cluster.node_metrics import NodeLoadCollector
 from aiosfu.cluster.nodes import CpuMeter, Load, NodeInfo
 from aiosfu.cluster.registry import EtcdRegistry
 from aiosfu.cluster.relay import ClusterRelay
@@ -27,7 +28,8 @@ from aiosfu.cluster.sync import RoomSync
 from aiosfu.config import Config
 from aiosfu.log import get_logger
 from aiosfu.room import Rooms
-from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes
+from aiosfu.signal.http import CONFIG_KEY, SERVICE_KEY, add_routes, authorize_admin
+from aiosfu.signal.metrics import Metrics, metrics_handler
 from aiosfu.signal.relay import P2PRelay
 from aiosfu.signal.service import SignalService
 from aiosfu.signal.stage import Stage
@@ -72,6 +74,13 @@ def build_signal_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = service
     add_routes(app)
+    metrics = Metrics(service)
+    metrics.registry.register(
+        NodeLoadCollector(
+            lambda: registry.me, lambda: [*registry.nodes("signal"), *registry.nodes("sfu")]
+        )
+    )
+    app.router.add_get("/metrics", metrics_handler(metrics, authorize_admin))
     parts: dict[str, object] = {}
 
     async def sweep_forever() -> None:

@@ -29,12 +29,19 @@ upgrade moves any of them.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import random
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+import aioice
+import aioice.candidate
+import aioice.ice
+import aioice.turn
 from aiortc import (
     MediaStreamTrack,
     RTCCertificate,
@@ -73,6 +80,7 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import SessionDescription
 
+from aiosfu.contract import ErrorCode, SfuError
 from aiosfu.log import get_logger
 from aiosfu.sfu.packet_io import PacketIO, SendRtp
 from aiosfu.sfu.rewrite import URI_TRANSPORT_CC, OutputParams
@@ -777,3 +785,103 @@ def cheap_peer_connections() -> None:
 
     aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyRemoteBitrateEstimator  # type: ignore[assignment]
     aiortc.rtcpeerconnection.RTCCertificate = _SharedCertificate  # type: ignore[assignment]
+
+
+# --- host candidates in a fixed UDP port range ------------------------------------------
+
+_aioice_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+class _PortCursor:
+    """Where the next search of the range starts: just past the last port taken, so ports
+    go round the range and a port a closed connection just freed is the last one reused
+    (a late datagram for the old connection then finds nobody)."""
+
+    def __init__(self, ports: range) -> None:
+        self.ports = ports
+        self.next = ports.start
+
+    def order(self) -> list[int]:
+        offset = self.next - self.ports.start
+        return [*self.ports[offset:], *self.ports[:offset]]
+
+
+async def _bind_in_range(
+    connection: aioice.ice.Connection, address: str, cursor: _PortCursor
+) -> aioice.ice.StunProtocol:
+    loop = asyncio.get_running_loop()
+    for port in cursor.order():
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise
+        cursor.next = port + 1 if port + 1 < cursor.ports.stop else cursor.ports.start
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+        return protocol
+    ports = cursor.ports
+    raise SfuError(
+        ErrorCode.NO_MEDIA_PORT,
+        f"every UDP port of the ICE range {ports.start}-{ports.stop - 1} on {address} is in use",
+    )
+
+
+def gather_host_candidates_in(ports: range | None) -> None:
+    """Make aioice bind host candidates only on `ports` (None: any ephemeral port, as
+    aioice does). Process-wide.
+
+    aioice 0.13 binds each host candidate to port 0 and has no setting for a range, so
+    the host part of `Connection.get_component_candidates` is done here, the way aioice
+    does it; server-reflexive and relayed candidates are still aioice's own (relayed ones
+    are asked for with no host address, which is what aioice does with the relay policy).
+    A range with no free port left raises `SfuError(no-media-port)` out of
+    `setLocalDescription`, so the peer is refused at once instead of waiting for ICE.
+    """
+    if ports is None:
+        aioice.ice.Connection.get_component_candidates = _aioice_component_candidates  # type: ignore[method-assign]
+        return
+    cursor = _PortCursor(ports)
+
+    async def get_component_candidates(
+        self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        protocols: list[aioice.ice.StunProtocol] = []
+        try:
+            for address in addresses:
+                protocols.append(await _bind_in_range(self, address, cursor))
+        except BaseException:
+            for protocol in protocols:
+                protocol.transport.close()
+            raise
+        for protocol in protocols:
+            host, port = protocol.transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = aioice.Candidate(
+                foundation=aioice.candidate.candidate_foundation("host", "udp", host),
+                component=component,
+                transport="udp",
+                priority=aioice.candidate.candidate_priority(component, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+        self._protocols += protocols
+        candidates = [protocol.local_candidate for protocol in protocols]
+        reflexive = [
+            asyncio.ensure_future(aioice.ice.server_reflexive_candidate(p, self.stun_server))
+            for p in protocols
+            if self.stun_server and ipaddress.ip_address(p.local_candidate.host).version == 4
+        ]
+        relayed = await _aioice_component_candidates(self, component, [], timeout)
+        if reflexive:
+            done, pending = await asyncio.wait(reflexive, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            candidates += [t.result()[0] for t in done if t.exception() is None]
+        return candidates + relayed
+
+    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]

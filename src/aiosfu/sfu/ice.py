@@ -4,6 +4,8 @@ aioice offers every interface address except loopback, which leaves a machine wi
 loopback (a container, a CI sandbox, a test network namespace) with no candidates at all,
 and gives an operator no way to pin media to one address. `use_host_addresses` replaces
 aioice's address discovery for the whole process; the client SDK uses it too.
+`use_port_range` keeps the server's host candidates inside a UDP port range, for a
+firewall, a security group or a Kubernetes node that opens only that range.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ def use_host_addresses(addresses: Sequence[str] | None) -> list[str]:
 
     aioice.ice.get_host_addresses = get_host_addresses
     return chosen
+
+
+def use_port_range(low: int, high: int) -> range | None:
+    """Bind every host candidate on a port of `low`..`high` (both 0: any port)."""
+    from aiosfu.sfu.aiortc_hooks import gather_host_candidates_in
+
+    ports = range(low, high + 1) if low or high else None
+    gather_host_candidates_in(ports)
+    return ports
 
 
 _original_datagram_received = aioice.ice.StunProtocol.datagram_received

@@ -202,6 +202,9 @@ class LocalSfu:
             answer_as_dtls_server(pc, offer)
             receive_constrained_baseline_first(pc)
             await pc.setLocalDescription(await pc.createAnswer())
+        except SfuError:  # no UDP port left for ICE
+            await _close_refused(pc)
+            raise
         except Exception as exc:
             await _close_refused(pc)
             raise SfuError(ErrorCode.BAD_SDP, f"the offer was refused: {exc}") from exc
@@ -302,6 +305,9 @@ class LocalSfu:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             answer_as_dtls_server(pc, offer)
             await pc.setLocalDescription(await pc.createAnswer())
+        except SfuError:  # no UDP port left for ICE
+            await self._close_subscriber(transport)
+            raise
         except Exception as exc:
             await self._close_subscriber(transport)
             code = ErrorCode.CODEC_UNSUPPORTED if "parameters" in str(exc) else ErrorCode.BAD_SDP

@@ -369,6 +369,7 @@ _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "rid": {"type": "string", "pattern": "^[!-~]+$", "minLength": 1, "maxLength": 256},
     "uid": {"type": "string", "pattern": "^[A-Za-z0-9_.@:#+-]{1,128}$"},
     "mid": {"type": "string", "minLength": 1, "maxLength": 256},
+    "ingest": {"type": "string", "pattern": "^ing_[0-9a-f]{12}$"},
 }
 
 
@@ -441,6 +442,9 @@ def openapi() -> dict[str, Any]:
                        "responses": answer(RecordingInfo)},
         },
     }  # fmt: skip
+    from aiosfu.signal.ingest_api import openapi_paths  # it builds on this module
+
+    paths.update(openapi_paths(answer, body, path_params))
     return {
         "openapi": "3.1.0",
         "info": {"title": "aiosfu server API", "version": "1"},

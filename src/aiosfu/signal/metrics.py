@@ -196,8 +196,23 @@ class Metrics:
         return counted
 
     async def render(self) -> bytes:
-        self.collector.sfu_stats = await self.service.sfu.stats()
+        self.collector.sfu_stats = media_plane(await self.service.sfu.stats())
         return generate_latest(self.registry)
+
+
+def media_plane(stats: dict[str, Any]) -> dict[str, Any]:
+    """One media plane's stats; a cluster's (`{"nodes": {sfuid: stats}}`) as one, since
+    stream and subscription ids are unique across its nodes."""
+    nodes = stats.get("nodes")
+    if not isinstance(nodes, dict):
+        return stats
+    merged: dict[str, Any] = {"publications": {}, "subscriptions": {}, "recordings": {}}
+    for node in nodes.values():
+        for key, into in merged.items():
+            part = node.get(key) if isinstance(node, dict) else None
+            if isinstance(part, dict):
+                into.update(part)
+    return merged
 
 
 def metrics_handler(
