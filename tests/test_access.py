@@ -20,6 +20,7 @@ from aiosfu.signal.auth import mint_token
 from aiosfu.signal.grants import Grants, for_role
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
 from tests.media import FrameCounter, PatternTrack, ToneTrack, wait_for_track
+from tests.test_announcing import MINFO, offer_without_candidates
 
 pytestmark = pytest.mark.media
 
@@ -229,6 +230,25 @@ async def test_only_the_owner_or_a_room_admin_ends_a_stream(keyed: ServerProcess
     assert removed["mid"] == talk.mid
     room = (await stats(keyed))["signal"]["rooms"][ROOM]
     assert room["publications"] == [lecture.mid] and room["subscriptions"] == 0
+    await teacher.close()
+    await speaker.close()
+
+
+async def test_the_publisher_hears_a_teacher_end_a_stream_still_connecting(
+    keyed: ServerProcess,
+) -> None:
+    """A stream not yet announced (its transport still connecting) that the teacher
+    ends: its publisher is told, as for a connected one."""
+    teacher = await connect(keyed, "teacher", "teacher")
+    await teacher.join(ROOM)
+    speaker = await connect(keyed, "speaker", Grants(room=ROOM, roomJoin=True))
+    await speaker.join(ROOM)
+    offer = {"type": "offer", "sdp": await offer_without_candidates("sendonly")}
+    published = await speaker.request("publish", {"rid": ROOM, "jsep": offer, "minfo": MINFO})
+    start = speaker.signaling.received
+    assert await teacher.request("unpublish", {"rid": ROOM, "mid": published["mid"]}) == {}
+    removed = await speaker.signaling.wait_for("stream-remove", start=start, timeout=5)
+    assert removed == {"rid": ROOM, "uid": "speaker", "mid": published["mid"]}
     await teacher.close()
     await speaker.close()
 

@@ -365,10 +365,13 @@ class SignalService:
         pub, orphaned = room.remove_publication(mid)  # the SFU closed their transports
         if not pub.has_media:
             return
-        if mid in self.connecting:  # never announced: only its early subscribers hear of it
+        if mid in self.connecting:
+            # Never announced: only its early subscribers hear of it, and its publisher
+            # when someone else ended it.
             self.connecting.discard(mid)
             info = {"rid": room.rid, "uid": pub.uid, "mid": mid}
-            for uid in {s.uid for s in orphaned}:
+            told = {s.uid for s in orphaned} | ({pub.uid} if tell_publisher else set())
+            for uid in told:
                 await self.notify(uid, "stream-remove", info)
             return
         self._event("track_unpublished", room.rid, uid=pub.uid, mid=mid)
