@@ -142,6 +142,7 @@ def test_srtcp_from_the_peer_comes_out_clear_on_the_rtcp_route(
         30,
     ]
     assert len(routed) == 1 and passed == []
+    assert io.stats()["rtcpReceived"] == 2
 
 
 def test_srtcp_from_another_address_or_that_fails_to_unprotect_is_not_routed(
@@ -176,6 +177,7 @@ def test_send_rtcp_protects_one_srtcp_datagram_until_disconnected(
     received, _ = peer.recvfrom(2048)
     assert received != report
     assert session(inbound=True).unprotect_rtcp(received) == report
+    assert io.stats()["rtcpSent"] == 1
     io.disconnect()
     with pytest.raises(ConnectionError):
         io.send_rtcp(report)

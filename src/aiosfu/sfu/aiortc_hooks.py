@@ -164,6 +164,15 @@ def connection_uplink(pc: Any) -> Uplink | None:
     return None
 
 
+def connection_packet_io(pc: Any) -> PacketIO | None:
+    """The PacketIO of a peer connection (BUNDLE: one transport), if ours wired one."""
+    for transceiver in pc.getTransceivers():
+        hook = getattr(transceiver.sender.transport, "_aiosfu_packet_io", None)
+        if isinstance(hook, PacketIOHook):
+            return hook.io
+    return None
+
+
 def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
     """aioice's nominated candidate pair under this DTLS transport, if ICE has one."""
     connection = getattr(dtls.transport, "_connection", None)

@@ -80,6 +80,8 @@ class PacketIO:
         self.send_rtp: SendRtp = _not_connected
         self.send_rtcp: SendRtcp = _rtcp_not_connected
         self.connected = False
+        self.rtcp_received = 0  # SRTCP datagrams unprotected here and routed
+        self.rtcp_sent = 0
         self._receive: Datagrams | None = None
         self._wire: tuple[pylibsrtp.Session, Address, Any, Datagrams, int] | None = None
 
@@ -102,6 +104,9 @@ class PacketIO:
         self._receive = None
         self._wire = (rx_srtp, remote, sock, passthrough, max_size)
         self.connected = True
+
+    def stats(self) -> dict[str, int]:
+        return {"rtcpReceived": self.rtcp_received, "rtcpSent": self.rtcp_sent}
 
     def disconnect(self) -> None:
         self.send_rtp = _not_connected
@@ -152,8 +157,8 @@ class PacketIO:
 
         return send_direct
 
-    @staticmethod
     def _rtcp_egress(
+        self,
         session: pylibsrtp.Session,
         remote: Address,
         sock: socket.socket | None,
@@ -161,6 +166,7 @@ class PacketIO:
     ) -> SendRtcp:
         protect_rtcp = session.protect_rtcp
         send = sock.sendto if sock is not None else sendto
+        io = self
 
         def send_rtcp(data: bytes) -> None:
             try:
@@ -169,6 +175,7 @@ class PacketIO:
                 return  # too long for pylibsrtp's buffer, as aiortc's path would refuse
             try:
                 send(datagram, remote)
+                io.rtcp_sent += 1
             except BlockingIOError:
                 pass  # dropped as on a congested link; RTCP is sent again
             except OSError as exc:  # the socket is closed: the connection is going away
@@ -216,6 +223,7 @@ class PacketIO:
                             clear = unprotect_rtcp(data)
                         except (pylibsrtp.Error, ValueError):
                             return
+                        io.rtcp_received += 1
                         rtcp_route(clear)
                         return
                     passthrough(data, addr)
