@@ -159,6 +159,18 @@ async def test_server_forwards_on_the_fast_path(server: ServerProcess) -> None:
             assert producer["packetsInFastPath"] >= 0.9 * producer["packetsIn"], producer
         (sub,) = stats["sfu"]["subscriptions"].values()
         assert all(c["packetsOut"] > 0 for c in sub["consumers"])
+
+        # RTCP rides the PacketIO both ways on both legs: sender and receiver reports,
+        # REMB or transport-cc feedback (a regression to aiortc's path passes the rest).
+        async def rtcp_both_ways() -> bool:
+            stats = await server.stats()
+            legs = [
+                stats["sfu"]["publications"][publication.mid]["packetIO"],
+                *(s["packetIO"] for s in stats["sfu"]["subscriptions"].values()),
+            ]
+            return all(leg["rtcpReceived"] > 0 and leg["rtcpSent"] > 0 for leg in legs)
+
+        await wait_for(rtcp_both_ways, 10)
     finally:
         await video.stop()
         await audio.stop()

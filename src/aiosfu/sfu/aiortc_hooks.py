@@ -10,6 +10,9 @@ swapped onto the receivers and senders aiortc creates, so:
   the bytes a Consumer wrote instead of encoding frames, and routes NACK and PLI/FIR to
   that Consumer.
 
+Both send their RTCP (and the Uplink its transport-cc feedback and REMB) through the
+connection's PacketIO once it is connected, aiortc's `_send_rtp` before that.
+
 Both also have a fast path, which is where forwarding spends its time (see
 BENCHMARKS.md), through the connection's `PacketIO` (sfu/packet_io.py), which
 `PacketIOHook` wires to aiortc's transport: SRTP datagrams from the publisher's
@@ -17,8 +20,11 @@ nominated ICE pair are taken straight from the socket callback (no aioice queue,
 task wake-up, no STUN parse attempt), unprotected, and the receiver's ingress and the
 Producer's fan-out run synchronously; `ForwardingSender.write_rtp_parts` hands header
 and payload to the subscriber connection's PacketIO, which protects them and sends on
-the nominated pair's socket. Everything else (DTLS, SCTP, RTCP, STUN, an SSRC not yet
-known) still takes aiortc's own path. The PacketIO itself knows nothing of aiortc: the
+the nominated pair's socket. SRTCP from the peer is unprotected there too and handed to
+`PacketIOHook.route_rtcp`: transport-cc feedback to the subscriber's Downstream, the
+rest to aiortc's RTCP dispatch (`_handle_rtcp_data`), which routes it to receivers and
+senders as before. Everything else (DTLS, SCTP, STUN, an SSRC not yet known) still takes
+aiortc's own path. The PacketIO itself knows nothing of aiortc: the
 hook hands it the SRTP sessions, the socket and aiortc's own datagram handler.
 
 They read name-mangled attributes of aiortc 1.16.0 (pinned exactly in pyproject.toml)
@@ -118,6 +124,7 @@ DTLS_PRIVATE = (
     "_tx_srtp",
     "_rtp_router",
     "_rtp_header_extensions_map",
+    "_handle_rtcp_data",
     "_role",
     "_set_role",
 )
@@ -157,6 +164,15 @@ def connection_uplink(pc: Any) -> Uplink | None:
     return None
 
 
+def connection_packet_io(pc: Any) -> PacketIO | None:
+    """The PacketIO of a peer connection (BUNDLE: one transport), if ours wired one."""
+    for transceiver in pc.getTransceivers():
+        hook = getattr(transceiver.sender.transport, "_aiosfu_packet_io", None)
+        if isinstance(hook, PacketIOHook):
+            return hook.io
+    return None
+
+
 def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
     """aioice's nominated candidate pair under this DTLS transport, if ICE has one."""
     connection = getattr(dtls.transport, "_connection", None)
@@ -167,8 +183,9 @@ def nominated_pair(dtls: RTCDtlsTransport) -> Any | None:
 class PacketIOHook:
     """Wires a connection's PacketIO (sfu/packet_io.py) to aiortc's transport: connects
     it to the SRTP sessions and nominated ICE pair when DTLS is up, sets its receive hook
-    on that pair's protocol when a receiver wants packets, and takes both away when DTLS
-    leaves the connected state.
+    on that pair's protocol once a receiver or sender of ours is on the connection, and
+    takes both away when DTLS leaves the connected state. The peer's clear RTCP comes
+    back to `route_rtcp`; ours goes out through `send_rtcp`.
 
     The receive hook replaces aiortc's ingress, which puts each datagram on an aioice
     queue, wakes the DTLS transport's task, tries to parse it as STUN first and awaits
@@ -181,6 +198,10 @@ class PacketIOHook:
         self.io = PacketIO()
         self.receiving = False
         self._installed_on: Any = None
+        # the subscriber's downlink, if it sends transport-cc feedback
+        self.downstream: DownlinkFeedback | None = None
+        self._rtcp_tasks: set[asyncio.Task[None]] = set()
+        self.io.rtcp_route = self.route_rtcp
         dtls.on("statechange", self._on_state)
 
     @classmethod
@@ -195,7 +216,8 @@ class PacketIOHook:
         return self._installed_on is not None
 
     def receive(self) -> None:
-        """A receiver on this connection wants its packets from the socket callback."""
+        """A receiver or sender on this connection wants its packets (RTP, RTCP) from
+        the socket callback."""
         self.receiving = True
         self._on_state()  # aiortc starts receivers once DTLS is already up
 
@@ -204,6 +226,37 @@ class PacketIOHook:
         if not self.io.connected:
             self._on_state()
         return self.io if self.io.connected else None
+
+    def route_rtcp(self, data: bytes) -> None:
+        """The peer's clear compound RTCP, from the socket callback: transport-cc
+        feedback to the subscriber's Downstream, the rest to aiortc's RTCP dispatch.
+
+        aiortc's parser reads every RTPFB format as a generic NACK: a transport-cc packet
+        would come out as bogus lost sequence numbers, or fail the whole compound datagram
+        (and the receiver reports and NACKs in it) on its padded length."""
+        downstream = self.downstream
+        if downstream is not None and RTCP_RTPFB in data[1::4]:  # some type byte is RTPFB
+            try:
+                feedbacks, data = split_compound(data)
+            except ValueError:
+                return
+            for feedback in feedbacks:
+                downstream.on_transport_feedback(feedback)
+            if not data:
+                return
+        task = asyncio.ensure_future(self.dtls._handle_rtcp_data(data))
+        self._rtcp_tasks.add(task)
+        task.add_done_callback(self._rtcp_tasks.discard)
+
+    async def send_rtcp(self, data: bytes) -> None:
+        """Protect and send a compound RTCP packet: through the PacketIO while it is
+        connected, else aiortc's `_send_rtp` (which raises ConnectionError unless DTLS
+        is connected)."""
+        io = self.open() if self.dtls._state is CONNECTED else None
+        if io is None:
+            await self.dtls._send_rtp(data)
+        else:
+            io.send_rtcp(data)
 
     def _on_state(self) -> None:
         if self.dtls._state == DtlsState.CONNECTED:
@@ -339,7 +392,7 @@ class ForwardingReceiver(RTCRtpReceiver):
             extension_id = next(
                 (e.id for e in parameters.headerExtensions if e.uri == URI_TRANSPORT_CC), 0
             )
-            uplink = Uplink(dtls._send_rtp, ssrc, extension_id)
+            uplink = Uplink(PacketIOHook.of(dtls).send_rtcp, ssrc, extension_id)
             dtls._aiosfu_uplink = uplink
         return uplink
 
@@ -445,6 +498,13 @@ class ForwardingReceiver(RTCRtpReceiver):
             self._rtcp_out.append(self._send_rtcp_nack(packet.ssrc, missing))
         return packet
 
+    async def _send_rtcp(self, packet: AnyRtcpPacket) -> None:
+        """aiortc's, through the connection's PacketIO (receiver reports, NACK, PLI, REMB)."""
+        try:
+            await PacketIOHook.of(self.transport).send_rtcp(bytes(packet))
+        except ConnectionError:
+            pass
+
     async def stop(self) -> None:
         if self.uplink is not None:
             self.uplink.close()
@@ -495,29 +555,11 @@ class DownlinkFeedback(Protocol):
 
 
 def read_transport_feedback(dtls: RTCDtlsTransport, downstream: DownlinkFeedback) -> None:
-    """Take transport-cc feedback out of a subscriber's RTCP before aiortc parses it.
-
-    aiortc's parser reads every RTPFB format as a generic NACK: a transport-cc packet
-    would come out as bogus lost sequence numbers, or fail the whole compound datagram
-    (and the receiver reports and NACKs in it) on its padded length."""
-    if getattr(dtls, "_aiosfu_downstream", None) is not None:
-        return
-    dtls._aiosfu_downstream = downstream
-    handle_rtcp_data = dtls._handle_rtcp_data
-
-    async def handle(data: bytes) -> None:
-        if RTCP_RTPFB in data[1::4]:  # cheap pre-check: some packet type byte may be RTPFB
-            try:
-                feedbacks, data = split_compound(data)
-            except ValueError:
-                return
-            for feedback in feedbacks:
-                downstream.on_transport_feedback(feedback)
-            if not data:
-                return
-        await handle_rtcp_data(data)
-
-    dtls._handle_rtcp_data = handle  # type: ignore[method-assign]
+    """Give a subscriber's transport-cc feedback to its Downstream, taken out of its RTCP
+    before aiortc parses the rest (`PacketIOHook.route_rtcp`)."""
+    hook = PacketIOHook.of(dtls)
+    if hook.downstream is None:
+        hook.downstream = downstream
 
 
 class ForwardingSender(RTCRtpSender):
@@ -545,6 +587,7 @@ class ForwardingSender(RTCRtpSender):
     async def send(self, parameters: RTCRtpSendParameters) -> None:
         if self.downstream is not None and uses_transport_cc(parameters):
             read_transport_feedback(self.transport, self.downstream)
+        PacketIOHook.of(self.transport).receive()  # the subscriber's RTCP
         await super().send(parameters)
         codec = parameters.codecs[0]
         assert codec.payloadType is not None  # negotiated codecs always have one
@@ -610,6 +653,13 @@ class ForwardingSender(RTCRtpSender):
         """A retransmission goes out the way forwarded packets do (aiortc's `_send_rtp`
         would refuse a packet above 1356 bytes, and its error would end the transport)."""
         self.write_rtp_parts(b"", data, 0, 0, count=False)
+
+    async def _send_rtcp(self, packets: list[AnyRtcpPacket]) -> None:
+        """aiortc's (Sender Reports, BYE), through the connection's PacketIO."""
+        try:
+            await PacketIOHook.of(self.transport).send_rtcp(b"".join(bytes(p) for p in packets))
+        except ConnectionError:
+            pass
 
     def set_sender_clock(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.has_sender_clock = True

@@ -33,6 +33,7 @@ from aiosfu.sfu.aiortc_hooks import (
     accept_rsa_dtls_servers,
     answer_as_dtls_server,
     cheap_peer_connections,
+    connection_packet_io,
     connection_uplink,
     negotiate_transport_cc,
     receive_constrained_baseline_first,
@@ -490,6 +491,7 @@ class LocalSfu:
                     "state": t.pc.connectionState,
                     "producers": [p.stats() for p in t.producers],
                     "uplink": (u.stats() if (u := connection_uplink(t.pc)) else None),
+                    "packetIO": (io.stats() if (io := connection_packet_io(t.pc)) else None),
                 }
                 for mid, t in self.publishers.items()
             },
@@ -501,6 +503,7 @@ class LocalSfu:
                     "state": t.pc.connectionState,
                     "consumers": [c.stats() for c in t.consumers],
                     "downstream": t.downstream.stats(),
+                    "packetIO": (io.stats() if (io := connection_packet_io(t.pc)) else None),
                 }
                 for sid, t in self.subscribers.items()
             },

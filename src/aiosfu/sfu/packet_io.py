@@ -1,28 +1,31 @@
 """A PacketIO is one peer connection's media packets at the edge of the process: SRTP
-and the socket on the wire side, clear RTP on ours.
+and the socket on the wire side, clear RTP and RTCP on ours.
 
-aiortc stays the control plane (ICE, DTLS, SCTP, SDP, RTCP); once DTLS is up,
-`aiortc_hooks` hands the PacketIO the pieces of that connection it needs (the keyed
-SRTP sessions, the nominated pair's socket and remote address, aiortc's own datagram
-handler for whatever is not ours) and sets the PacketIO's receive hook on that socket.
-From then on:
+aiortc stays the control plane (ICE, DTLS, SCTP, SDP); once DTLS is up, `aiortc_hooks`
+hands the PacketIO the pieces of that connection it needs (the keyed SRTP sessions, the
+nominated pair's socket and remote address, aiortc's own datagram handler for whatever
+is not ours) and sets the PacketIO's receive hook on that socket. From then on:
 
 - in: an SRTP datagram from the peer whose SSRC has a route is unprotected and its
   clear bytes handed to that route (a receiver's ingest) with the kernel's arrival
-  time, all in the socket callback; anything else (DTLS, RTCP, STUN, an SSRC with no
-  route yet) goes to aiortc untouched, so SRTP keeps its replay state right;
+  time, all in the socket callback; an SRTCP datagram from the peer is unprotected and
+  the clear compound packet handed to the connection's one RTCP route (which reads what
+  is ours and gives the rest to aiortc's RTCP dispatch); anything else (DTLS, STUN, an
+  SSRC with no route yet) goes to aiortc untouched, so SRTP keeps its replay state right;
 - out: `send_rtp(header, payload)` copies both once into the SRTP buffer, protects them
-  there and `sendto`s the nominated pair's socket.
+  there and `sendto`s the nominated pair's socket; `send_rtcp(data)` protects a compound
+  RTCP packet and sends it the same way.
 
 This is the one place a later transport plugs in: a single-port (ICE-lite) socket
 shared by every connection would give each PacketIO its address and sessions, and a
 compiled fan-out would replace `send_rtp` and the receive hook. Nothing above it knows
 about sockets or SRTP.
 
-SRTP is libsrtp through pylibsrtp; the calls here reach into pylibsrtp's session (its
-cffi handle and buffer) to skip the per-call allocation and checks its methods make,
-and fall back to those methods if pylibsrtp's internals are not where this expects them
-(tests/test_fastpath.py compares both).
+SRTP is libsrtp through pylibsrtp; the RTP calls here reach into pylibsrtp's session
+(its cffi handle and buffer) to skip the per-call allocation and checks its methods
+make, and fall back to those methods if pylibsrtp's internals are not where this
+expects them (tests/test_fastpath.py compares both). RTCP, a few packets a second, uses
+pylibsrtp's own `protect_rtcp` and `unprotect_rtcp`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ Address = tuple[Any, ...]
 # A clear RTP datagram as read from the socket, and when it arrived (µs, uplink.now_us)
 RtpRoute = Callable[[bytes, int], None]
 SendRtp = Callable[[bytes | bytearray, bytes], None]
+# A clear compound RTCP packet, from the peer or to it
+RtcpRoute = Callable[[bytes], None]
+SendRtcp = Callable[[bytes], None]
 Datagrams = Callable[[bytes, Address], None]
 
 SRTP_MAX_TRAILER_LEN = 144  # libsrtp's bound on what protect() appends
@@ -56,6 +62,10 @@ def _not_connected(header: bytes | bytearray, payload: bytes) -> None:
     raise ConnectionError("Cannot send encrypted RTP, not connected")
 
 
+def _rtcp_not_connected(data: bytes) -> None:
+    raise ConnectionError("Cannot send encrypted RTCP, not connected")
+
+
 class PacketIO:
     """One connection's packet boundary; lives as long as the connection, wired to the
     wire (`connect`) while DTLS is connected."""
@@ -63,10 +73,15 @@ class PacketIO:
     def __init__(self) -> None:
         # SSRC -> who takes its clear packets; filled by receivers as they learn SSRCs
         self.routes: dict[int, RtpRoute] = {}
+        # who takes the peer's clear RTCP (None: it goes to aiortc's path still protected)
+        self.rtcp_route: RtcpRoute | None = None
         # transport-cc arrival of what goes to aiortc's path (the connection's, if any)
         self.uplink: Uplink | None = None
         self.send_rtp: SendRtp = _not_connected
+        self.send_rtcp: SendRtcp = _rtcp_not_connected
         self.connected = False
+        self.rtcp_received = 0  # SRTCP datagrams unprotected here and routed
+        self.rtcp_sent = 0
         self._receive: Datagrams | None = None
         self._wire: tuple[pylibsrtp.Session, Address, Any, Datagrams, int] | None = None
 
@@ -85,12 +100,17 @@ class PacketIO:
         address and socket (None when the asyncio transport has none to lend), the
         transport's own `sendto` and aiortc's handler for what is not ours."""
         self.send_rtp = self._egress(tx_srtp, remote, sock, sendto)
+        self.send_rtcp = self._rtcp_egress(tx_srtp, remote, sock, sendto)
         self._receive = None
         self._wire = (rx_srtp, remote, sock, passthrough, max_size)
         self.connected = True
 
+    def stats(self) -> dict[str, int]:
+        return {"rtcpReceived": self.rtcp_received, "rtcpSent": self.rtcp_sent}
+
     def disconnect(self) -> None:
         self.send_rtp = _not_connected
+        self.send_rtcp = _rtcp_not_connected
         self._receive = self._wire = None
         self.connected = False
 
@@ -137,6 +157,32 @@ class PacketIO:
 
         return send_direct
 
+    def _rtcp_egress(
+        self,
+        session: pylibsrtp.Session,
+        remote: Address,
+        sock: socket.socket | None,
+        sendto: Callable[[bytes, Address], object],
+    ) -> SendRtcp:
+        protect_rtcp = session.protect_rtcp
+        send = sock.sendto if sock is not None else sendto
+        io = self
+
+        def send_rtcp(data: bytes) -> None:
+            try:
+                datagram = protect_rtcp(data)
+            except ValueError:
+                return  # too long for pylibsrtp's buffer, as aiortc's path would refuse
+            try:
+                send(datagram, remote)
+                io.rtcp_sent += 1
+            except BlockingIOError:
+                pass  # dropped as on a congested link; RTCP is sent again
+            except OSError as exc:  # the socket is closed: the connection is going away
+                raise ConnectionError(str(exc)) from exc
+
+        return send_rtcp
+
     def _ingress(
         self,
         session: pylibsrtp.Session,
@@ -146,6 +192,7 @@ class PacketIO:
         max_size: int,
     ) -> Datagrams:
         unprotect = fast_unprotect(session)
+        unprotect_rtcp = session.unprotect_rtcp
         routes = self.routes
         from_bytes = int.from_bytes
         arrival = arrival_clock(sock)
@@ -167,8 +214,20 @@ class PacketIO:
                 handle(data, addr, arrival())
 
         def handle(data: bytes, addr: Address, arrival_us: int) -> None:
-            # RFC 7983: 128-191 is RTP/RTCP; RTCP payload types are 192-223.
-            if 127 < data[0] < 192 and len(data) > 12 and not 191 < data[1] < 224:
+            # RFC 7983: 128-191 is RTP/RTCP; RTCP packet types are 192-223 (RFC 5761).
+            if 127 < data[0] < 192 and len(data) > 12:
+                if 191 < data[1] < 224:
+                    rtcp_route = io.rtcp_route
+                    if rtcp_route is not None and (addr[0], addr[1]) == remote:
+                        try:
+                            clear = unprotect_rtcp(data)
+                        except (pylibsrtp.Error, ValueError):
+                            return
+                        io.rtcp_received += 1
+                        rtcp_route(clear)
+                        return
+                    passthrough(data, addr)
+                    return
                 route = routes.get(from_bytes(data[8:12], "big"))
                 if route is not None and (addr[0], addr[1]) == remote:
                     try:
