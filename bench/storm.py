@@ -80,7 +80,7 @@ def _py_spy(pid: int, output: Path | None) -> Any:
         return
     spy = subprocess.Popen(
         [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-         "--format", "raw", "--output", str(output), "--rate", "200"],
+         "--format", "raw", "--output", str(output), "--rate", "1000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -120,6 +120,9 @@ class JoinStorm:
     workers: int
     server_cpu_s: float = 0.0
     server_cpu_per_join_ms: float = 0.0
+    server_user_s: float = 0.0  # of server_cpu_s: in the process (Python, C libraries)
+    server_sys_s: float = 0.0  # of server_cpu_s: in the kernel (sockets, epoll)
+    server_settle_cpu_s: float = 0.0  # of server_cpu_s: after the last join response
     join_p50_ms: float | None = None
     join_p99_ms: float | None = None
     notifications: int = 0
@@ -253,13 +256,14 @@ def run_join_storm(
             answered.append(done)
         time.sleep(max(0.0, t0 - 0.2 - time.time()))
         with _py_spy(server.pid, profile):
-            cpu_before = server.cpu_seconds()
+            split_before = server.cpu_split()
             # The window ends once every join is answered (however far behind a loaded
             # server fell) and the trailing head counts have gone out, not at a fixed time.
             for done in answered:
                 done.wait(timeout=max(1.0, t0 + over + 120 - time.time()))
+            settle_from = server.cpu_seconds()
             time.sleep(SETTLE)
-            cpu_after = server.cpu_seconds()
+            split_after = server.cpu_split()
         hold_until = time.time()
         release.set()
         results = [pipe.recv() for pipe in pipes]
@@ -270,7 +274,10 @@ def run_join_storm(
     latencies = [x for r in results for x in r["latencies"]]
     late = [x for r in results for x in r["late"]]
     window = hold_until - t0
-    storm.server_cpu_s = cpu_after - cpu_before
+    storm.server_user_s = split_after[0] - split_before[0]
+    storm.server_sys_s = split_after[1] - split_before[1]
+    storm.server_cpu_s = storm.server_user_s + storm.server_sys_s
+    storm.server_settle_cpu_s = sum(split_after) - settle_from
     storm.server_cpu_per_join_ms = storm.server_cpu_s / members * 1000
     storm.join_p50_ms = _ms(_percentile(latencies, 0.5))
     storm.join_p99_ms = _ms(_percentile(latencies, 0.99))

@@ -140,6 +140,7 @@ async def _serve_socket(
         abort=transport.abort if transport is not None else lambda: None,
         identity=identity,
         bucket=TokenBucket(config.rate_limit, config.rate_burst),
+        transport=transport,
     )
     await service.attach(session)
     log.info("connected", uid=uid, remote=request.remote)

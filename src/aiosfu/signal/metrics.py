@@ -180,6 +180,7 @@ class Metrics:
 
     def _counted(self, method: str, handler: Handler) -> Handler:
         requests = self.requests
+        ok = requests.labels(method, "ok")  # looked up once: most requests succeed
 
         async def counted(session: PeerSession, data: Any) -> dict[str, Any]:
             try:
@@ -190,7 +191,7 @@ class Metrics:
             except Exception:
                 requests.labels(method, "error").inc()
                 raise
-            requests.labels(method, "ok").inc()
+            ok.inc()
             return result
 
         return counted

@@ -35,7 +35,7 @@ from aiosfu.signal.protocol import (
     UnsubscribeData,
 )
 from aiosfu.signal.sdp_guard import check_offer
-from aiosfu.signal.session import PeerSession, encode
+from aiosfu.signal.session import PeerSession, encode, text_frame
 
 log = get_logger("aiosfu.signal")
 
@@ -66,6 +66,7 @@ class SignalService:
         self.signal_id = signal_id
         self.sessions: dict[str, PeerSession] = {}
         self.handlers: dict[str, tuple[type[Model], Handler]] = {}
+        self.models: dict[str, type[Model]] = {}  # the handlers' models, read per request
         # Extensions hear of departures (uid, rid; rid None: the socket is gone) and add
         # their own sections to stats().
         self.departure_listeners: list[Callable[[str, str | None], None]] = []
@@ -95,10 +96,7 @@ class SignalService:
     def register(self, method: str, model: type[Model], handler: Handler) -> None:
         """Extensions add methods in the same envelope through here."""
         self.handlers[method] = (model, handler)
-
-    @property
-    def models(self) -> dict[str, type[Model]]:
-        return {method: model for method, (model, _) in self.handlers.items()}
+        self.models[method] = model
 
     # --- connection lifecycle -------------------------------------------------------
 
@@ -165,12 +163,13 @@ class SignalService:
     def notify_many(
         self, uids: Iterable[str], method: str, data: dict[str, Any], exclude: str | None = None
     ) -> None:
-        """One event to many peers: encoded once, the same text queued for each of them."""
+        """One event to many peers: encoded once, the same frame written to each of them."""
         text = encode(protocol.notification(method, data))
+        frame = text_frame(text)
         sessions = self.sessions
         for uid in uids:
             if uid != exclude and (session := sessions.get(uid)) is not None:
-                session.send_text(text)
+                session.send_text(text, frame)
 
     def _count_changed(self, room: Room) -> None:
         if room.audience_mode:

@@ -2,18 +2,25 @@
 
 Requests of a session are handled one at a time, in order, so a peer sees the effects
 of its own requests in the order it sent them. Everything sent to the peer (responses and
-the notifications other peers' requests produce) goes through a bounded outbox drained
-by one writer task: a peer that stops reading its socket fills only its own outbox, has
-its connection dropped when that overflows, and never makes another peer's request wait.
+the notifications other peers' requests produce) is written to its socket at once, in
+order, never awaited: a peer that stops reading fills only its own transport's buffer,
+which is bounded (`outbox_bytes`): past it the connection is dropped. So a slow peer
+never makes another peer's request wait.
+
+Frames are built here rather than by aiohttp's writer: a room event goes to many members,
+and its frame is built once (`text_frame`) and the same bytes are written to each of them,
+with no task, lock or await per recipient. A server's frames are unmasked and, without
+permessage-deflate (which `/ws` does not offer), carry no per-connection state, so the
+bytes are the same for every recipient; aiohttp writes its own frames (pings, pongs,
+close) whole and synchronously too, so the two never interleave within a frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +33,24 @@ from aiosfu.signal.limits import TokenBucket
 
 log = get_logger("aiosfu.signal")
 
+# One encoder for every message: json.dumps with options builds a new encoder per call.
+encode: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 
-def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+_FIN_TEXT = 0x81
+
+
+def text_frame(text: str) -> bytes:
+    """A server-to-client WebSocket text frame of `text` (RFC 6455 section 5.2)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return _SHORT.pack(_FIN_TEXT, n) + payload
+    if n < 65536:
+        return _MEDIUM.pack(_FIN_TEXT, 126, n) + payload
+    return _LONG.pack(_FIN_TEXT, 127, n) + payload
 
 
 class PeerSession:
@@ -40,6 +62,7 @@ class PeerSession:
         outbox_bytes: int = 4 * 1024 * 1024,
         identity: Identity | None = None,
         bucket: TokenBucket | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.uid = uid
         self.ws = ws
@@ -52,53 +75,37 @@ class PeerSession:
         self.last_seen = time.monotonic()
         self.closed = asyncio.Event()  # set once cleanup after disconnect is complete
         self.outbox_bytes = outbox_bytes
-        self._outbox: deque[str] = deque()
-        self._pending = 0
-        self._ready = asyncio.Event()
+        self._transport = transport  # None: frames go nowhere (a session without socket)
         self._overflowed = False
         # A peer that does not read cannot take a close frame either: drop the connection.
         self._abort = abort
-        self._writer = asyncio.ensure_future(self._write())
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Queue a frame for the peer; returns at once whatever the peer's socket does."""
-        self.send_text(encode(message))
+        """Write a frame to the peer; returns at once whatever the peer's socket does."""
+        text = encode(message)
+        self.send_text(text, text_frame(text))
 
-    def send_text(self, text: str) -> None:
-        """Queue an already encoded frame: a room event is encoded once for all its
-        recipients (`encode`), and this costs each of them one append."""
-        if self.ws.closed or self._overflowed:
+    def send_text(self, text: str, frame: bytes) -> None:
+        """Write an already encoded message: a room event is encoded and framed once for
+        all its recipients (`encode`, `text_frame`), and this costs each of them one
+        write. What the socket does not take at once waits in the transport's buffer."""
+        transport = self._transport
+        if transport is None or self._overflowed or self.ws.closed or transport.is_closing():
             return
-        if self._pending + len(text) > self.outbox_bytes:
+        unsent = transport.get_write_buffer_size()
+        if unsent + len(frame) > self.outbox_bytes:
             self._overflowed = True
-            log.warning("peer-too-slow", uid=self.uid, unsent_bytes=self._pending)
+            log.warning("peer-too-slow", uid=self.uid, unsent_bytes=unsent)
             self._abort()
             return
-        self._outbox.append(text)
-        self._pending += len(text)
-        self._ready.set()
-
-    async def _write(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._outbox:
-                text = self._outbox.popleft()
-                try:
-                    await self.ws.send_str(text)
-                except (ConnectionError, RuntimeError) as exc:
-                    log.info("send-failed", uid=self.uid, error=str(exc))
-                finally:
-                    self._pending -= len(text)
+        transport.write(frame)
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason.encode())
 
     async def stop(self) -> None:
-        """The socket is gone: drop what was never sent and end the writer."""
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        """The socket is gone: nothing more is written to it."""
+        self._transport = None

@@ -56,7 +56,7 @@ class HttpPeer(PeerSession):
         self.rid = rid
         self.watch: tuple[str, str] = ("", "")  # (event, mid) that ends this resource
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str, frame: bytes = b"") -> None:
         event, mid = self.watch
         if event and mid in text and (event in text or "stream-remove" in text):
             message = json.loads(text)
