@@ -52,7 +52,9 @@ def _serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     heap.settle()
-    http_guard.run_app(app, config.host, config.port, config.http_guard_limits(), context)
+    http_guard.run_app(
+        app, config.host, config.port, config.http_guard_limits(), context, config.event_loop
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

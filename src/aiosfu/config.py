@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aiosfu.eventloop import EventLoop
 from aiosfu.signal.http_guard import GuardLimits
 
 SAMPLE_PATH = Path(__file__).with_name("config.sample.toml")
@@ -78,6 +79,7 @@ class Config(BaseModel):
     signal_id: str = "signal-1"
     sfu_id: str = "sfu-1"
     keepalive_timeout: float = Field(30.0, gt=0)
+    event_loop: EventLoop = "uvloop"
     max_frame_bytes: int = Field(262_144, ge=1024)
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
-from aiosfu import __version__, heap
+from aiosfu import __version__, eventloop, heap
 from aiosfu.config import Config, load_config, port_range, port_range_overrides
 from aiosfu.log import configure
 from aiosfu.signal import http_guard
@@ -34,7 +33,9 @@ def _signal(args: argparse.Namespace) -> None:
         flush=True,
     )
     heap.settle()
-    http_guard.run_app(app, config.host, config.port, config.http_guard_limits())
+    http_guard.run_app(
+        app, config.host, config.port, config.http_guard_limits(), loop=config.event_loop
+    )
 
 
 def _sfu(args: argparse.Namespace) -> None:
@@ -43,7 +44,7 @@ def _sfu(args: argparse.Namespace) -> None:
     from aiosfu.cluster.sfu_node import run_sfu_node
 
     heap.settle()
-    asyncio.run(run_sfu_node(config))
+    eventloop.run(run_sfu_node(config), config.event_loop)
 
 
 def _up(args: argparse.Namespace) -> None:

@@ -25,6 +25,8 @@ from typing import cast
 
 from aiohttp import web
 
+from aiosfu import eventloop
+from aiosfu.eventloop import EventLoop
 from aiosfu.log import get_logger
 
 log = get_logger("aiosfu.http")
@@ -180,9 +182,10 @@ def run_app(
     port: int,
     limits: GuardLimits,
     ssl_context: ssl.SSLContext | None = None,
+    loop: EventLoop = "uvloop",
 ) -> None:
     """`web.run_app` with the guard in front; SIGINT and SIGTERM shut down as it does."""
     try:
-        asyncio.run(_serve(app, host, port, ssl_context, HttpGuard(limits)))
+        eventloop.run(_serve(app, host, port, ssl_context, HttpGuard(limits)), loop)
     except (web.GracefulExit, KeyboardInterrupt):
         pass
