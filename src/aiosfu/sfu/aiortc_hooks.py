@@ -860,19 +860,23 @@ async def _bind_in_range(
     connection: aioice.ice.Connection, address: str, cursor: _PortCursor
 ) -> aioice.ice.StunProtocol:
     loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     for port in cursor.order():
+        # Bound here rather than by the loop: uvloop reports a port in use without errno.
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
-            )
+            sock.bind((address, port))
         except OSError as exc:
+            sock.close()
             if exc.errno == errno.EADDRINUSE:
                 continue
             raise
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: aioice.ice.StunProtocol(connection), sock=sock
+        )
         cursor.next = port + 1 if port + 1 < cursor.ports.stop else cursor.ports.start
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
         return protocol
     ports = cursor.ports
     raise SfuError(

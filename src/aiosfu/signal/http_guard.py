@@ -6,12 +6,17 @@ bounds how many such connections exist: 300 of them held their fds for 80-90 s. 
 has no header-read timeout and no connection cap of its own, and `web.run_app` takes no
 protocol factory, so this is hand-written: the server is started from a `web.AppRunner`
 with `loop.create_server`, and each aiohttp `RequestHandler` is wrapped in a small
-protocol that starts a timer when the connection is made. A middleware (the first point
-where aiohttp hands over a request whose headers are complete) stops it. A connection
+protocol that starts a timer when the connection is made and stops it when the request's
+headers are complete. A connection
 still waiting for its headers when the timer fires is aborted; past `max_pending` such
 connections on the server, or `max_pending_per_ip` from one address, a new one is
 aborted at once. Established WebSocket peers and requests being served are never counted,
 so a refusal touches only the newcomer.
+
+The wrapper sees the end of the headers itself (the blank line after them, the only way
+an HTTP/1.1 request's headers end) as the bytes go by, rather than from a middleware: a
+middleware is a coroutine and a wrapper per request, and every join of a lecture's
+arrival starts with one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -55,6 +59,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._ip = ""
+        self._tail = b""  # the last bytes seen while waiting for the end of the headers
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a TCP or TLS stream
@@ -81,10 +86,15 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.headers_complete()
-        self._guard._forget(self)
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            seen = self._tail + data
+            if b"\r\n\r\n" in seen:
+                self.headers_complete()
+            else:
+                self._tail = seen[-3:]
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -102,7 +112,6 @@ class HttpGuard:
         self.limits = limits
         self._pending = 0
         self._per_ip: Counter[str] = Counter()
-        self._by_transport: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
 
     @property
     def pending(self) -> int:
@@ -120,8 +129,6 @@ class HttpGuard:
             return False
         self._pending += 1
         self._per_ip[conn._ip] += 1
-        assert conn._transport is not None
-        self._by_transport[conn._transport] = conn
         return True
 
     def _release(self, conn: _GuardedProtocol) -> None:
@@ -129,20 +136,6 @@ class HttpGuard:
         self._per_ip[conn._ip] -= 1
         if self._per_ip[conn._ip] <= 0:
             del self._per_ip[conn._ip]
-
-    def _forget(self, conn: _GuardedProtocol) -> None:
-        if conn._transport is not None:
-            self._by_transport.pop(conn._transport, None)
-
-    @web.middleware
-    async def middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        transport = request.transport
-        conn = self._by_transport.get(transport) if transport is not None else None
-        if conn is not None:
-            conn.headers_complete()
-        return await handler(request)
 
 
 async def _serve(
@@ -152,7 +145,6 @@ async def _serve(
     ssl_context: ssl.SSLContext | None,
     guard: HttpGuard,
 ) -> None:
-    app.middlewares.insert(0, guard.middleware)
     runner = web.AppRunner(app, handle_signals=True, access_log=None)
     await runner.setup()
     server = runner.server
