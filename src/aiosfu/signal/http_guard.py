@@ -145,7 +145,9 @@ async def _serve(
     ssl_context: ssl.SSLContext | None,
     guard: HttpGuard,
 ) -> None:
-    runner = web.AppRunner(app, handle_signals=True, access_log=None)
+    # No SO_KEEPALIVE: the kernel's first probe comes after two hours, and signaling has
+    # its own keepalive (keepalive_timeout); it was one more system call per connection.
+    runner = web.AppRunner(app, handle_signals=True, access_log=None, tcp_keepalive=False)
     await runner.setup()
     server = runner.server
     assert server is not None
