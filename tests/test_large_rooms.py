@@ -216,6 +216,43 @@ async def test_the_audience_hears_the_head_count_less_often_than_publishers(
     assert len(heard(teacher, "room-count")) > len(heard(students[0], "room-count"))
 
 
+async def test_a_larger_audience_hears_the_head_count_less_often(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """`room_count_audience_rate` bounds the head-count frames a room sends its audience a
+    second: at 2 a second, a room of N members tells its audience every N / 2 seconds
+    (here up to 7.5 s), however short `room_count_audience_interval` is (1 s here)."""
+    config = tmp_path / "aiosfu.toml"
+    config.write_text(
+        "announce_members_up_to = 3\nroom_count_audience_interval = 1.0\n"
+        "room_count_audience_rate = 2.0\n"
+    )
+    server = start_server(tmp_path, "--config", str(config))
+    try:
+        teacher = await connect(server, clients, "teacher")
+        await teacher.join(RID)
+        publication = await teacher.publish(RID, [ToneTrack()])
+        await wait_for(lambda: publication.pc.connectionState == "connected", 10)
+        early = [await connect(server, clients, f"e{i}") for i in range(2)]
+        for client in early:
+            await client.join(RID)
+        students = [await connect(server, clients, f"s{i}") for i in range(12)]
+        for student in students:  # arrivals over ~4 s: at 1 s, five head counts or more
+            await student.join(RID)
+            await asyncio.sleep(0.3)
+
+        async def final_count() -> bool:
+            counts = heard(students[0], "room-count")
+            return bool(counts) and counts[-1]["members"] == 15
+
+        await wait_for(final_count, timeout=15)
+        counts = heard(students[0], "room-count")
+        assert len(counts) <= 3, counts
+        assert len(heard(teacher, "room-count")) >= 4  # the publisher keeps its 1 s
+    finally:
+        stop_server(server)
+
+
 @pytest.mark.media
 async def test_a_burst_of_new_subscribers_shares_keyframe_requests(
     lecture_server: ServerProcess, clients: list[Client]

@@ -102,6 +102,7 @@ def build_app(config: Config) -> web.Application:
         auto_record=lambda rid: config.record_all or rid in recorded_rooms,
         access=access,
         audience_count_interval=config.room_count_audience_interval,
+        audience_count_rate=config.room_count_audience_rate,
     )
     if config.turn_urls and config.turn_secret:
 

@@ -92,6 +92,7 @@ class Config(BaseModel):
     rooms: dict[str, RoomPreset] = Field(default_factory=dict)
     announce_members_up_to: int = Field(100, ge=0)
     room_count_audience_interval: float = Field(5.0, ge=1.0)
+    room_count_audience_rate: float = Field(200.0, gt=0)
     datachannel_max_message_bytes: int = Field(16384, ge=256, le=262_144)
     datachannel_buffer_bytes: int = Field(1_048_576, ge=4096)
     record_dir: str = "recordings"

@@ -64,6 +64,7 @@ def build_signal_app(config: Config) -> web.Application:
         # Tokens are checked here as on `aiosfu serve`; the media sockets are the SFU's.
         access=access_control(config, sockets_per_peer_connection=0),
         audience_count_interval=config.room_count_audience_interval,
+        audience_count_rate=config.room_count_audience_rate,
     )
     service.serves_sfu = sfu.serves
     relay = P2PRelay(service)

@@ -52,6 +52,7 @@ class SignalService:
         access: AccessControl | None = None,
         room_count_interval: float = 1.0,
         audience_count_interval: float = 5.0,
+        audience_count_rate: float = 200.0,
     ) -> None:
         self.access = access or AccessControl()
         # Extensions may refuse a join (raise) and add fields to its response (TURN
@@ -73,9 +74,12 @@ class SignalService:
         self.stat_sources: dict[str, Callable[[], Any]] = {}
         # Large rooms (docs/large-rooms.md): watchers hear the head count at most once per
         # `room_count_interval`, everyone else (one frame each) at most once per
-        # `audience_count_interval`.
+        # `audience_count_interval`, and a room sends its audience no more than
+        # `audience_count_rate` such frames a second on average (a larger room, less often).
         self.room_counts = Coalescer(room_count_interval, self._send_watchers_count)
-        self.audience_counts = Coalescer(audience_count_interval, self._send_audience_count)
+        self.audience_count_interval = audience_count_interval
+        self.audience_count_rate = audience_count_rate
+        self.audience_counts = Coalescer(self._audience_interval, self._send_audience_count)
         # Publications whose transport has not connected yet: not announced until it has.
         self.connecting: set[str] = set()
         self.register("join", JoinData, self.join)
@@ -175,6 +179,11 @@ class SignalService:
         if room.audience_mode:
             self.room_counts.changed(room.rid)
             self.audience_counts.changed(room.rid)
+
+    def _audience_interval(self, rid: str) -> float:
+        room = self.rooms.get(rid)
+        members = len(room.members) if room is not None else 0
+        return max(self.audience_count_interval, members / self.audience_count_rate)
 
     def _send_watchers_count(self, rid: str) -> None:
         room = self.rooms.get(rid)
