@@ -99,6 +99,7 @@ bench: bench-deps
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench --write
 	BENCH_FROM_MAKE=1 $(LOOPBACK_ONLY) $(BIN)/python -m bench.callgrind --write
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.storm --write
+	$(LOOPBACK_ONLY) $(BIN)/python -m bench.connection_cost > bench/results/connection_cost.md
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.flood --idle 500 --seconds 5 > bench/results/flood.json
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.cluster --json bench/results/cluster.json
 	$(LOOPBACK_ONLY) $(BIN)/python -m bench.congestion --write

@@ -138,7 +138,7 @@ async def _connect_all(port: int, step: str, count: int) -> list[asyncio.StreamW
     for i in range(count):
         await asyncio.sleep(max(0.0, start + i / RATE - loop.time()))
         tasks.append(asyncio.ensure_future(one(i)))
-    await asyncio.gather(*tasks)
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)  # a step left unanswered
     return held
 
 
@@ -154,7 +154,7 @@ def _start(server: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
             "--ice-ip", "127.0.0.1", "--log-level", "warning", "--config", str(config),
         ]  # fmt: skip
     else:
-        script = workdir / f"{server}.py"
+        script = workdir / f"reference_{server}.py"  # not aiohttp.py: it would shadow aiohttp
         script.write_text(MINIMAL_AIOHTTP if server == "aiohttp" else RAW_PROTOCOL)
         cmd = [sys.executable, str(script), str(port)]
     cores = sorted(os.sched_getaffinity(0))

@@ -151,3 +151,14 @@ async def test_microbenchmark_path_forwards_real_srtp_to_every_subscriber() -> N
             sent = srtp_session(srtp_key(0), inbound=True).unprotect(packet[0])
             assert out.payload == RtpPacket.parse(sent).payload
     assert path.strays == []
+
+
+@pytest.mark.parametrize("server", ["aiosfu", "aiohttp", "raw"])
+def test_connection_cost_runs_every_step_against_every_server(server: str, tmp_path: Path) -> None:
+    """`python -m bench.connection_cost` (docs/large-rooms.md): each server answers each
+    step for every connection (a step left unanswered times out and raises), and its CPU
+    is read (20 connections of the bare protocol may take less than one clock tick)."""
+    from bench.connection_cost import STEPS, measure
+
+    for step in STEPS:
+        assert measure(server, step, 20, tmp_path) >= 0
