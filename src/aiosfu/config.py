@@ -80,6 +80,7 @@ class Config(BaseModel):
     sfu_id: str = "sfu-1"
     keepalive_timeout: float = Field(30.0, gt=0)
     event_loop: EventLoop = "uvloop"
+    lean_upgrade: bool = True
     max_frame_bytes: int = Field(262_144, ge=1024)
     keyframe_request_interval: float = Field(0.5, ge=0)
     keyframe_retry_interval: float = Field(1.0, gt=0)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from aiosfu.contract import ErrorCode
 from aiosfu.health import add_health_routes
 from aiosfu.log import get_logger
 from aiosfu.signal import protocol, turn
+from aiosfu.signal.access import AccessControl
 from aiosfu.signal.auth import AuthError, Identity, bearer_token
 from aiosfu.signal.limits import TokenBucket
-from aiosfu.signal.origin import origin_allowed
+from aiosfu.signal.origin import origin_allowed_for
 from aiosfu.signal.service import SignalService
-from aiosfu.signal.session import PeerSession
+from aiosfu.signal.session import PeerSession, SignalSocket
 
 log = get_logger("aiosfu.signal")
 
@@ -78,53 +80,15 @@ KEEPALIVE_KEY = web.AppKey("keepalive", KeepaliveWatch)
 async def websocket(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
     config = request.app[CONFIG_KEY]
-    access = service.access
-    # Everything that can refuse the upgrade runs before any state changes.
-    if not origin_allowed(request, config.allowed_origins):
-        log.info("origin-refused", origin=request.headers.get("Origin", ""), remote=request.remote)
-        raise web.HTTPForbidden(text="pages of this origin may not open a signaling connection")
-    if access.connections >= access.limits.connections:
-        raise web.HTTPServiceUnavailable(text="the server is at its connection limit")
-    uid = request.query.get("peer", "")
-    identity = authenticate(request, uid or None)
-    if identity is not None:
-        uid = identity.uid
-    if not UID_PATTERN.fullmatch(uid):
-        raise web.HTTPBadRequest(text=f"query parameter 'peer' must be {UID_RULE}")
-    access.connections += 1
-    try:
-        return await _serve_socket(request, service, config, uid, identity)
-    finally:
-        access.connections -= 1
-
-
-def authenticate(request: web.Request, uid: str | None) -> Identity | None:
-    """The request's verified token, None in open mode; HTTP 401 when it has none that
-    holds."""
-    access = request.app[SERVICE_KEY].access
-    if access.open:
-        return None
-    token = bearer_token(request.query, request.headers)
-    if token is None:
-        raise _unauthorized("a token is required (?token= or Authorization: Bearer)")
-    try:
-        return access.auth.verify(token, uid)
-    except AuthError as exc:
-        log.info("token-refused", reason=exc.reason, remote=request.remote)
-        raise _unauthorized(exc.reason) from exc
-
-
-def _unauthorized(reason: str) -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(text=reason, headers={"WWW-Authenticate": 'Bearer realm="aiosfu"'})
-
-
-async def _serve_socket(
-    request: web.Request,
-    service: SignalService,
-    config: Config,
-    uid: str,
-    identity: Identity | None,
-) -> web.StreamResponse:
+    uid, identity = admit(
+        service,
+        config,
+        request.headers,
+        request.query,
+        secure=request.secure,
+        host=request.host,
+        remote=request.remote or "",
+    )
     # aiohttp itself closes the socket (1009) past this hard limit; up to it, an oversized
     # frame is answered with an error and the connection carries on. No permessage-deflate
     # (browsers offer it): it would compress a room event once per recipient, where
@@ -134,18 +98,100 @@ async def _serve_socket(
     )
     await ws.prepare(request)
     transport = request.transport
+    assert transport is not None
+    await serve_session(
+        service, config, request.app[KEEPALIVE_KEY], ws, transport, uid, identity, request.remote
+    )
+    return ws
+
+
+def admit(
+    service: SignalService,
+    config: Config,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    *,
+    secure: bool,
+    host: str,
+    remote: str,
+    quiet: bool = False,
+) -> tuple[str, Identity | None]:
+    """Everything that can refuse an upgrade, before any state changes: the peer's uid and
+    verified token, or the HTTP error to answer with. `quiet`: log no refusal (the lean
+    path, which leaves refusals to this same check on aiohttp's path)."""
+    access = service.access
+    if not origin_allowed_for(headers, config.allowed_origins, secure, host):
+        if not quiet:
+            log.info("origin-refused", origin=headers.get("Origin", ""), remote=remote)
+        raise web.HTTPForbidden(text="pages of this origin may not open a signaling connection")
+    if access.connections >= access.limits.connections:
+        raise web.HTTPServiceUnavailable(text="the server is at its connection limit")
+    uid = query.get("peer", "")
+    identity = _verify(access, headers, query, uid or None, remote, quiet)
+    if identity is not None:
+        uid = identity.uid
+    if not UID_PATTERN.fullmatch(uid):
+        raise web.HTTPBadRequest(text=f"query parameter 'peer' must be {UID_RULE}")
+    return uid, identity
+
+
+def authenticate(request: web.Request, uid: str | None) -> Identity | None:
+    """The request's verified token, None in open mode; HTTP 401 when it has none that
+    holds."""
+    access = request.app[SERVICE_KEY].access
+    return _verify(access, request.headers, request.query, uid, request.remote or "", False)
+
+
+def _verify(
+    access: AccessControl,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    uid: str | None,
+    remote: str,
+    quiet: bool,
+) -> Identity | None:
+    if access.open:
+        return None
+    token = bearer_token(query, headers)
+    if token is None:
+        raise _unauthorized("a token is required (?token= or Authorization: Bearer)")
+    try:
+        return access.auth.verify(token, uid)
+    except AuthError as exc:
+        if not quiet:
+            log.info("token-refused", reason=exc.reason, remote=remote)
+        raise _unauthorized(exc.reason) from exc
+
+
+def _unauthorized(reason: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(text=reason, headers={"WWW-Authenticate": 'Bearer realm="aiosfu"'})
+
+
+async def serve_session(
+    service: SignalService,
+    config: Config,
+    keepalive: KeepaliveWatch,
+    ws: SignalSocket,
+    transport: asyncio.Transport,
+    uid: str,
+    identity: Identity | None,
+    remote: str | None,
+) -> None:
+    """One admitted peer's connection, upgraded by aiohttp or by the lean path, to its end."""
+    access = service.access
+    access.connections += 1
     session = PeerSession(
         uid,
         ws,
-        abort=transport.abort if transport is not None else lambda: None,
+        abort=transport.abort,
         identity=identity,
         bucket=TokenBucket(config.rate_limit, config.rate_burst),
         transport=transport,
     )
-    await service.attach(session)
-    log.info("connected", uid=uid, remote=request.remote)
-    request.app[KEEPALIVE_KEY].start(service, config.keepalive_timeout)
     try:
+        await service.attach(session)
+        log.info("connected", uid=uid, remote=remote)
+        keepalive.start(service, config.keepalive_timeout)
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 size = _utf8_size(message.data, config.max_frame_bytes)
@@ -158,9 +204,9 @@ async def _serve_socket(
                 else:
                     response = await service.handle(session, message.data)
                 await session.send(response)
-                # aiohttp hands out a socket's buffered frames without yielding: let the
-                # other sockets in between, and read a peer past its rate no faster than
-                # its rate, so a flood fills its own TCP window instead of our event loop.
+                # A socket's buffered frames come out without yielding: let the other
+                # sockets in between, and read a peer past its rate no faster than its
+                # rate, so a flood fills its own TCP window instead of our event loop.
                 if response.get("errorCode") == ErrorCode.RATE_LIMITED:
                     await asyncio.sleep(1.0 / config.rate_limit)
                 else:
@@ -172,10 +218,10 @@ async def _serve_socket(
                     )
                 )
     finally:
+        access.connections -= 1
         await service.detach(session)
         await session.stop()
         log.info("disconnected", uid=uid, code=ws.close_code)
-    return ws
 
 
 def _utf8_size(text: str, limit: int) -> int:

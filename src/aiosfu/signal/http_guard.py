@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -50,21 +51,30 @@ def _client_ip(transport: asyncio.BaseTransport) -> str:
     return ""
 
 
-class _GuardedProtocol(asyncio.Protocol):
-    """Passes every event to aiohttp's handler; only adds the header deadline."""
+# Past this many bytes without the end of the request head, the lean path is not tried.
+_MAX_HEAD = 16 * 1024
 
-    def __init__(self, guard: HttpGuard, inner: asyncio.Protocol) -> None:
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Passes every event to aiohttp's handler; only adds the header deadline. With a
+    lean upgrade (upgrade.py), the handler is made only once the first request head has
+    been seen and the lean path did not take it."""
+
+    def __init__(self, guard: HttpGuard, inner: Callable[[], asyncio.Protocol]) -> None:
         self._guard = guard
-        self._inner = inner
+        self._make_inner = inner
+        self._inner: asyncio.Protocol | None = None if guard.upgrade else inner()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._ip = ""
         self._tail = b""  # the last bytes seen while waiting for the end of the headers
+        self._head = b""  # the lean path: the request so far, until decided
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a TCP or TLS stream
         self._ip = _client_ip(transport)
-        self._inner.connection_made(transport)
+        if self._inner is not None:
+            self._inner.connection_made(transport)
         if not self._guard._admit(self):
             self._transport.abort()
             return
@@ -86,9 +96,13 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.headers_complete()
-        self._inner.connection_lost(exc)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._inner is None:
+            self._decide(data)
+            return
         if self._timer is not None:
             seen = self._tail + data
             if b"\r\n\r\n" in seen:
@@ -97,19 +111,52 @@ class _GuardedProtocol(asyncio.Protocol):
                 self._tail = seen[-3:]
         self._inner.data_received(data)
 
+    def _decide(self, data: bytes) -> None:
+        """The first request's head, whole: the lean path's, or aiohttp's after all."""
+        buffer = self._head + data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0 and len(buffer) <= _MAX_HEAD:
+            self._head = buffer
+            return
+        self._head = b""
+        transport = self._transport
+        upgrade = self._guard.upgrade
+        if end >= 0 and transport is not None and upgrade is not None:
+            self.headers_complete()
+            lean = upgrade(buffer[: end + 4], buffer[end + 4 :], transport, self._ip)
+            if lean is not None:
+                self._inner = lean
+                return
+        inner = self._inner = self._make_inner()
+        if transport is not None:
+            inner.connection_made(transport)
+        if end < 0:
+            self._tail = buffer[-3:]
+        inner.data_received(buffer)
+
     def eof_received(self) -> bool | None:
+        if self._inner is None:
+            return None
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
 
 class HttpGuard:
-    def __init__(self, limits: GuardLimits) -> None:
+    def __init__(
+        self,
+        limits: GuardLimits,
+        upgrade: Callable[[bytes, bytes, asyncio.Transport, str], asyncio.Protocol | None]
+        | None = None,
+    ) -> None:
         self.limits = limits
+        self.upgrade = upgrade
         self._pending = 0
         self._per_ip: Counter[str] = Counter()
 
@@ -117,7 +164,7 @@ class HttpGuard:
     def pending(self) -> int:
         return self._pending
 
-    def wrap(self, inner: asyncio.Protocol) -> asyncio.Protocol:
+    def wrap(self, inner: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
         return _GuardedProtocol(self, inner)
 
     def _admit(self, conn: _GuardedProtocol) -> bool:
@@ -151,12 +198,15 @@ async def _serve(
     await runner.setup()
     server = runner.server
     assert server is not None
+    from aiosfu.signal.upgrade import lean_upgrade  # it needs the signaling modules
+
+    guard.upgrade = lean_upgrade(app)
     loop = asyncio.get_running_loop()
     # Over TLS the handler sees the connection only after the handshake, which gets
     # the same deadline (asyncio's own default is 60 s).
     handshake = guard.limits.header_timeout if ssl_context is not None else None
     listener = await loop.create_server(
-        lambda: guard.wrap(server()),
+        lambda: guard.wrap(server),
         host,
         port,
         ssl=ssl_context,

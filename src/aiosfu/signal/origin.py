@@ -11,7 +11,7 @@ header proves nothing and only tokens keep it out.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -30,7 +30,14 @@ def _normalize(origin: str) -> str:
 
 
 def origin_allowed(request: web.Request, allowed: Collection[str]) -> bool:
-    origin = request.headers.get("Origin")
+    return origin_allowed_for(request.headers, allowed, request.secure, request.host)
+
+
+def origin_allowed_for(
+    headers: Mapping[str, str], allowed: Collection[str], secure: bool, host: str
+) -> bool:
+    """`origin_allowed` for a request known by its headers, its scheme and its host."""
+    origin = headers.get("Origin")
     if origin is None:
         return True
     wanted = _normalize(origin)
@@ -40,6 +47,6 @@ def origin_allowed(request: web.Request, allowed: Collection[str]) -> bool:
         return True
     # Behind a TLS-terminating proxy the page is https while we see http; a browser
     # cannot set X-Forwarded-Proto on its upgrade, so trusting it here is safe.
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    scheme = forwarded if forwarded in ("http", "https") else "https" if request.secure else "http"
-    return wanted == _normalize(f"{scheme}://{request.host}")
+    forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else "https" if secure else "http"
+    return wanted == _normalize(f"{scheme}://{host}")

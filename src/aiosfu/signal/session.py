@@ -21,10 +21,10 @@ import asyncio
 import json
 import struct
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import WSMessage
 
 from aiosfu.log import get_logger
 from aiosfu.signal.auth import Identity
@@ -53,11 +53,26 @@ def text_frame(text: str) -> bytes:
     return _LONG.pack(_FIN_TEXT, 127, n) + payload
 
 
+class SignalSocket(Protocol):
+    """What a session needs of its WebSocket: aiohttp's `WebSocketResponse`, or the lean
+    path's socket (upgrade.py)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool: ...
+
+    def __aiter__(self) -> AsyncIterator[WSMessage]: ...
+
+
 class PeerSession:
     def __init__(
         self,
         uid: str,
-        ws: web.WebSocketResponse,
+        ws: SignalSocket,
         abort: Callable[[], None] = lambda: None,
         outbox_bytes: int = 4 * 1024 * 1024,
         identity: Identity | None = None,
