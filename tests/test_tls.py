@@ -8,11 +8,13 @@ import hashlib
 import re
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser
+from playwright.async_api import Error as PlaywrightError
 
 from aiosfu.tls import self_signed, server_context
 from tests.conftest import ServerProcess, start_server, stop_server, wait_for
@@ -34,6 +36,18 @@ def lan_address() -> Iterator[str]:
     subprocess.run(["ip", "addr", "add", f"{ADDRESS}/24", "dev", "lan0"], check=True)
     for link in ("lan0", "lan1"):
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    # Chromium aborts a navigation under way when the host's links change
+    # (ERR_NETWORK_CHANGED): let the veth's carrier come up, and its news settle, first.
+    deadline = time.monotonic() + 10
+    while (
+        "LOWER_UP"
+        not in subprocess.run(
+            ["ip", "-o", "link", "show", "lan0"], capture_output=True, text=True
+        ).stdout
+    ):
+        assert time.monotonic() < deadline, "lan0 never came up"
+        time.sleep(0.05)
+    time.sleep(1.0)
     yield ADDRESS
     subprocess.run(["ip", "link", "del", "lan0"], check=False)
 
@@ -70,7 +84,12 @@ async def test_chromium_publishes_and_decodes_over_https(
     for query in ("room=r&name=alice&autojoin=1", "room=r&name=bob&autojoin=1&publish=0"):
         context = await browser.new_context(ignore_https_errors=True)
         page = await context.new_page()
-        await page.goto(f"{url}?{query}")
+        try:
+            await page.goto(f"{url}?{query}")
+        except PlaywrightError as exc:  # a link change reached Chromium late: once more
+            if "ERR_NETWORK_CHANGED" not in str(exc):
+                raise
+            await page.goto(f"{url}?{query}")
         pages.append(page)
     alice, bob = pages
     assert await alice.evaluate("() => window.isSecureContext")
