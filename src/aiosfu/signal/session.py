@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -30,27 +29,17 @@ from aiosfu.log import get_logger
 from aiosfu.signal.auth import Identity
 from aiosfu.signal.grants import Grants
 from aiosfu.signal.limits import TokenBucket
+from aiosfu.signal.ws_frames import TEXT, frame
 
 log = get_logger("aiosfu.signal")
 
 # One encoder for every message: json.dumps with options builds a new encoder per call.
 encode: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
 
-_SHORT = struct.Struct("!BB")
-_MEDIUM = struct.Struct("!BBH")
-_LONG = struct.Struct("!BBQ")
-_FIN_TEXT = 0x81
-
 
 def text_frame(text: str) -> bytes:
     """A server-to-client WebSocket text frame of `text` (RFC 6455 section 5.2)."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        return _SHORT.pack(_FIN_TEXT, n) + payload
-    if n < 65536:
-        return _MEDIUM.pack(_FIN_TEXT, 126, n) + payload
-    return _LONG.pack(_FIN_TEXT, 127, n) + payload
+    return frame(TEXT, text.encode())
 
 
 class SignalSocket(Protocol):
