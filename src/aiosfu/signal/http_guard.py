@@ -149,14 +149,13 @@ class _GuardedProtocol(asyncio.Protocol):
 
 
 class HttpGuard:
-    def __init__(
-        self,
-        limits: GuardLimits,
-        upgrade: Callable[[bytes, bytes, asyncio.Transport, str], asyncio.Protocol | None]
-        | None = None,
-    ) -> None:
+    def __init__(self, limits: GuardLimits) -> None:
         self.limits = limits
-        self.upgrade = upgrade
+        # (request head, bytes after it, transport, client ip) -> the connection's
+        # protocol from then on, or None for aiohttp: upgrade.LeanUpgrade, set by _serve.
+        self.upgrade: (
+            Callable[[bytes, bytes, asyncio.Transport, str], asyncio.Protocol | None] | None
+        ) = None
         self._pending = 0
         self._per_ip: Counter[str] = Counter()
 

@@ -21,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import re
-import struct
 from collections import deque
 from collections.abc import Callable
 
@@ -40,6 +39,8 @@ from aiosfu.signal.ws_frames import (
     TEXT,
     FrameError,
     FrameReader,
+    close_code,
+    close_frame,
     frame,
 )
 
@@ -54,7 +55,6 @@ _SINGLE = (
 )  # fmt: skip
 READ_LIMIT = 128 * 1024  # queued message bytes past which reading pauses (aiohttp's)
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame after ours (aiohttp's)
-_CLOSE = struct.Struct("!H")
 
 
 def parse_head(head: bytes) -> tuple[str, CIMultiDict[str]] | None:
@@ -158,8 +158,7 @@ class LeanSocket(asyncio.Protocol):
                 if not self._closed:
                     self._transport.write(frame(PONG, message.data))
             elif opcode == CLOSE:
-                code = _CLOSE.unpack_from(message.data)[0] if message.data else 1005
-                self._peer_close(code)
+                self._peer_close(close_code(message.data))
                 return
 
     def _push(self, message: WSMessage, size: int) -> None:
@@ -179,7 +178,7 @@ class LeanSocket(asyncio.Protocol):
         if not self._closed:  # the peer closes first: answer, as aiohttp does, with 1000
             self._closed = True
             self._close_code = code
-            self._transport.write(frame(CLOSE, _CLOSE.pack(1000)))
+            self._transport.write(close_frame(1000))
         if self._peer_closed is not None and not self._peer_closed.done():
             self._peer_closed.set_result(None)
         self._transport.close()
@@ -189,7 +188,7 @@ class LeanSocket(asyncio.Protocol):
         if not self._closed:
             self._closed = True
             self._close_code = code
-            self._transport.write(frame(CLOSE, _CLOSE.pack(code) + reason.encode()[:123]))
+            self._transport.write(close_frame(code, reason.encode()))
         self._transport.close()
         self._end()
 
@@ -217,7 +216,7 @@ class LeanSocket(asyncio.Protocol):
         transport = self._transport
         if transport.is_closing():
             return True
-        transport.write(frame(CLOSE, _CLOSE.pack(code) + message[:123]))
+        transport.write(close_frame(code, message))
         self._peer_closed = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(self._peer_closed), CLOSE_TIMEOUT)

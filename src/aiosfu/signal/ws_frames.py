@@ -47,8 +47,14 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return _LONG.pack(first, 127, n) + payload
 
 
-def close_frame(code: int, reason: str = "") -> bytes:
-    return frame(CLOSE, _LENGTH16.pack(code) + reason.encode()[:123])
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    """A close frame; the reason is cut to fit a control frame's 125 bytes."""
+    return frame(CLOSE, _LENGTH16.pack(code) + reason[:123])
+
+
+def close_code(payload: bytes) -> int:
+    """The code of a received close frame's payload (1005: it carried none)."""
+    return _LENGTH16.unpack_from(payload)[0] if payload else 1005
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
